@@ -1,0 +1,147 @@
+"""The outcome of `simulate`: the summary (the `costlab run --json` contract) and the ledger."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from lab.ledger import CACHE_HIT, ERROR, REJECTED, RunArrays, build_ledger
+from lab.scenario import Scenario
+from lab.traffic import Requests
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else 0.0
+
+
+def unique_stage_names(stages) -> list[str]:
+    """Stage names for columns and `by_stage`: `cache`, then `cache_2` if it appears twice."""
+    seen: dict[str, int] = {}
+    names = []
+    for s in stages:
+        seen[s.name] = seen.get(s.name, 0) + 1
+        names.append(s.name if seen[s.name] == 1 else f"{s.name}_{seen[s.name]}")
+    return names
+
+
+@dataclass
+class Result:
+    """A run and its baseline on the same requests; `summary()` and `ledger` are the contract."""
+
+    scenario: Scenario
+    seed: int
+    requests: Requests
+    run: RunArrays
+    baseline: RunArrays
+    stages: list
+    providers: list
+    _ledger: pd.DataFrame | None = field(default=None, repr=False)
+    _summary: dict | None = field(default=None, repr=False)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return unique_stage_names(self.stages)
+
+    @property
+    def ledger(self) -> pd.DataFrame:
+        """One row per request (columnar; built once, on first use)."""
+        if self._ledger is None:
+            self._ledger = build_ledger(self.requests, self.run, self.baseline,
+                                        [p.name for p in self.providers], [p.model for p in self.providers],
+                                        self.stage_names)
+        return self._ledger
+
+    def latency_ms(self, baseline: bool = False) -> np.ndarray:
+        return (self.baseline if baseline else self.run).latency_ms(self.requests.t_arrival_s)
+
+    def _block(self, run: RunArrays) -> dict:
+        latency = run.latency_ms(self.requests.t_arrival_s)
+        n = len(latency)
+        served = run.provider >= 0
+        sla_ms = self.scenario.sla.p95_ms
+        failed = (run.outcome == ERROR) | (run.outcome == REJECTED)
+        violations = failed | (latency > sla_ms) if sla_ms else failed & False
+        return {
+            "cost_usd": float(run.cost_usd.sum()),
+            "cache_hit_rate": float((run.outcome == CACHE_HIT).sum() / n),
+            "sla_violation_rate": float(violations.sum() / n),
+            "error_rate": float((run.outcome == ERROR).sum() / n),
+            "latency_ms": {"p50": _pct(latency, 50), "p95": _pct(latency, 95), "p99": _pct(latency, 99)},
+            "queue_ms": {"mean": float(run.queue_ms[served].mean()) if served.any() else 0.0,
+                         "p95": _pct(run.queue_ms[served], 95)},
+            "quality_mean": float(run.quality.mean()),
+            "provider_calls": int(served.sum()),
+        }
+
+    def summary(self) -> dict:
+        """The `costlab run --json` object: cost, reduction, latency and savings by stage."""
+        if self._summary is not None:
+            return self._summary
+        opt, base = self._block(self.run), self._block(self.baseline)
+        base_cost = base["cost_usd"]
+        by_stage = {}
+        for name, stage in zip(self.stage_names, self.stages):
+            touched = int(((self.run.stage_flags & stage.bit) != 0).sum())
+            by_stage[name] = {"requests_touched": touched, "cost_saved_usd": stage.saved_usd(self), **stage.stats()}
+        self._summary = {
+            "scenario": self.scenario.name,
+            "seed": self.seed,
+            "requests": int(len(self.requests)),
+            "baseline_cost_usd": base_cost,
+            "cost_usd": opt["cost_usd"],
+            "reduction_pct": 100.0 * (1.0 - opt["cost_usd"] / base_cost) if base_cost > 0 else 0.0,
+            "cache_hit_rate": opt["cache_hit_rate"],
+            "sla_violation_rate": opt["sla_violation_rate"],
+            "error_rate": opt["error_rate"],
+            "latency_ms": opt["latency_ms"],
+            "queue_ms": opt["queue_ms"],
+            "by_stage": by_stage,
+            "quality_mean": opt["quality_mean"],
+            "provider_calls": opt["provider_calls"],
+            "simulated_s": float(self.requests.horizon_s),
+            "baseline": {k: base[k] for k in ("latency_ms", "queue_ms", "error_rate", "sla_violation_rate",
+                                             "provider_calls")},
+        }
+        return self._summary
+
+    # -- display ------------------------------------------------------------------
+
+    def table_rows(self) -> list[tuple[str, str, str]]:
+        """(metric, baseline, optimized) rows for the CLI and the notebook view."""
+        s = self.summary()
+        b = s["baseline"]
+        return [
+            ("requests", f"{s['requests']:,}", f"{s['requests']:,}"),
+            ("provider calls", f"{b['provider_calls']:,}", f"{s['provider_calls']:,}"),
+            ("cost (USD)", f"{s['baseline_cost_usd']:,.4f}", f"{s['cost_usd']:,.4f}"),
+            ("reduction", "", f"{s['reduction_pct']:.1f} %"),
+            ("cache hit rate", "0.0 %", f"{100 * s['cache_hit_rate']:.1f} %"),
+            ("latency p50 / p95 / p99 (ms)", "{p50:,.0f} / {p95:,.0f} / {p99:,.0f}".format(**b["latency_ms"]),
+             "{p50:,.0f} / {p95:,.0f} / {p99:,.0f}".format(**s["latency_ms"])),
+            ("queue wait mean / p95 (ms)", "{mean:,.1f} / {p95:,.1f}".format(**b["queue_ms"]),
+             "{mean:,.1f} / {p95:,.1f}".format(**s["queue_ms"])),
+            ("SLA violations", f"{100 * b['sla_violation_rate']:.2f} %", f"{100 * s['sla_violation_rate']:.2f} %"),
+            ("errors", f"{100 * b['error_rate']:.2f} %", f"{100 * s['error_rate']:.2f} %"),
+            ("mean quality", "1.000", f"{s['quality_mean']:.3f}"),
+        ]
+
+    def _repr_html_(self) -> str:
+        s = self.summary()
+        rows = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
+                       for a, b, c in self.table_rows())
+        stages = "".join(
+            f"<tr><td>{html.escape(name)}</td><td>{v['requests_touched']:,}</td><td>${v['cost_saved_usd']:,.4f}</td></tr>"
+            for name, v in s["by_stage"].items())
+        stage_table = (f"<table><tr><th>stage</th><th>requests touched</th><th>saved</th></tr>{stages}</table>"
+                       if stages else "<p>No optimization stages (the run is its own baseline).</p>")
+        return (f"<div><h4>costlab · {html.escape(s['scenario'])} · seed {s['seed']}</h4>"
+                f"<table><tr><th></th><th>baseline</th><th>optimized</th></tr>{rows}</table>{stage_table}</div>")
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (f"<Result {s['scenario']!r} seed={s['seed']} requests={s['requests']:,} "
+                f"cost=${s['cost_usd']:.4f} baseline=${s['baseline_cost_usd']:.4f} "
+                f"reduction={s['reduction_pct']:.1f}%>")

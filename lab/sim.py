@@ -1,0 +1,162 @@
+"""The simulation: requests arrive, pass the pipeline's stages, and are served by a provider.
+
+One SimPy process walks the arrival times; each arrival is handed to the first stage. A
+stage that answers (a cache hit) writes the ledger row at once; one that holds a request
+(a dedup follower) finishes it when the leader's answer comes back; what passes every
+stage goes to a provider, whose completion flows back through the stages in reverse
+order. `simulate` runs the scenario and its no-optimization baseline on the same stream.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import simpy
+
+from lab.ledger import ERROR, OK, RunArrays
+from lab.pricing import model_prices
+from lab.providers.mock import MockProvider
+from lab.scenario import Scenario
+from lab.stages import Stage, build_stage
+from lab.traffic import Requests, make_requests
+
+PROGRESS_MIN_REQUESTS = 200_000
+
+
+class Simulation:
+    """One run of a request stream through a pipeline (empty for the baseline)."""
+
+    def __init__(self, scenario: Scenario, requests: Requests, seed: int, *, optimized: bool = True,
+                 progress: bool | None = None, label: str = "run"):
+        self.scenario, self.requests, self.seed = scenario, requests, seed
+        self.env = simpy.Environment()
+        self.run = RunArrays(len(requests))
+        _, provider_seeds, stage_seeds = np.random.SeedSequence(seed).spawn(3)
+        self.providers = [MockProvider(self, cfg, k, np.random.default_rng(s))
+                          for k, (cfg, s) in enumerate(zip(scenario.providers, provider_seeds.spawn(len(scenario.providers))))]
+        configs = scenario.pipeline if optimized else ()
+        self.stages = [build_stage(cfg, self, j, np.random.default_rng(s))
+                       for j, (cfg, s) in enumerate(zip(configs, stage_seeds.spawn(len(configs))))]
+        self._start_hooks = [s for s in self.stages if hasattr(s, "on_start")]
+        self._response_hooks = [s for s in reversed(self.stages) if type(s).on_response is not Stage.on_response]
+        self.cache_write_1h = False
+        self.progress = len(requests) >= PROGRESS_MIN_REQUESTS if progress is None else progress
+        self.label = label
+
+    # -- the story ----------------------------------------------------------------
+
+    def arrivals(self):
+        """Hand each request to the pipeline at its arrival time."""
+        env, times, forward = self.env, self.requests.t_arrival_s, self.forward
+        bar = _progress_bar(len(times), self.label) if self.progress else None
+        for i in range(len(times)):
+            delay = times[i] - env.now
+            if delay > 0:
+                yield env.timeout(delay)
+            forward(i, 0)
+            if bar is not None and not i & 0xFFFF:
+                bar.update(min(0x10000, len(times) - i))
+        if bar is not None:
+            bar.close()
+
+    def forward(self, i: int, first_stage: int) -> None:
+        """Offer request i to the stages from `first_stage` on; what none takes goes to a provider."""
+        stages = self.stages
+        for k in range(first_stage, len(stages)):
+            if stages[k].on_request(i):
+                return
+        self.dispatch(i)
+
+    def dispatch(self, i: int) -> None:
+        self.providers[0].submit(i)
+
+    def on_start(self, i: int, provider) -> None:
+        for stage in self._start_hooks:
+            stage.on_start(i, provider)
+
+    def complete(self, i: int, outcome: int) -> None:
+        """A provider answered request i (or failed): record it and tell the stages."""
+        run = self.run
+        run.outcome[i] = outcome
+        run.t_done_s[i] = self.env.now
+        for stage in self._response_hooks:
+            stage.on_response(i)
+
+    def answer(self, i: int, outcome: int, stage, delay_s: float = 0.0, quality: float | None = None) -> None:
+        """A stage answered request i itself (no provider), `delay_s` after now."""
+        run = self.run
+        run.outcome[i] = outcome
+        run.answered_by[i] = stage.index
+        run.t_done_s[i] = self.env.now + delay_s
+        run.stage_flags[i] |= stage.bit
+        if quality is not None:
+            run.quality[i] = quality
+
+    def follow(self, i: int, leader: int, stage, outcome: int) -> None:
+        """Request i waited for `leader`'s answer and shares it, now."""
+        run = self.run
+        failed = run.outcome[leader] == ERROR
+        run.outcome[i] = ERROR if failed else outcome
+        if not failed:
+            run.answered_by[i] = stage.index
+        run.t_done_s[i] = self.env.now
+        run.quality[i] = run.quality[leader]
+        run.stage_flags[i] |= stage.bit
+
+    def price_of(self, provider):
+        return model_prices(provider.name, provider.model)
+
+    def background_done(self, i: int, provider) -> None:
+        for stage in self.stages:
+            hook = getattr(stage, "on_background_done", None)
+            if hook is not None:
+                hook(i, provider)
+
+    def run_to_end(self) -> RunArrays:
+        self.env.process(self.arrivals())
+        self.env.run()
+        unfinished = int((self.run.outcome < 0).sum())
+        if unfinished:  # every request must end somewhere; anything else is a stage bug
+            raise RuntimeError(f"{unfinished} requests never finished in {self.label}")
+        self.price()
+        return self.run
+
+    def price(self) -> None:
+        """Cost of every answered request, vectorized per provider, from genai-prices' numbers."""
+        run, req = self.run, self.requests
+        for k, provider in enumerate(self.providers):
+            mask = (run.provider == k) & (run.outcome == OK) & (run.answered_by < 0)
+            if not mask.any():
+                continue
+            prices = model_prices(provider.name, provider.model)
+            run.cost_usd[mask] = prices.cost_usd(req.input_tokens[mask], req.output_tokens[mask],
+                                                 run.cached_input_tokens[mask], run.cache_write_tokens[mask],
+                                                 write_1h=self.cache_write_1h)
+        run.cost_usd += run.extra_cost_usd
+
+
+def _progress_bar(total: int, label: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"costlab {label}", unit="req", unit_scale=True, leave=False)
+
+
+def simulate(scenario: Scenario, seed: int = 0, requests: int | None = None, *, progress: bool | None = None):
+    """Run `scenario` and its no-optimization baseline on the same request stream.
+
+    `requests` overrides the scenario's size. The same seed gives the same numbers, bit for bit.
+    """
+    from lab.result import Result
+
+    traffic_seed = np.random.SeedSequence(seed).spawn(3)[0]
+    stream = make_requests(scenario, np.random.default_rng(traffic_seed), requests)
+    if len(stream) == 0:
+        from lab.errors import ScenarioError
+
+        raise ScenarioError(scenario.path, "duration_s", "the scenario produced no requests: "
+                            "raise duration_s or the arrival rate")
+    optimized = Simulation(scenario, stream, seed, progress=progress, label="optimized")
+    run = optimized.run_to_end()
+    base_sim = Simulation(scenario, stream, seed, optimized=False, progress=progress, label="baseline")
+    baseline = base_sim.run_to_end()
+    return Result(scenario=scenario, seed=seed, requests=stream, run=run, baseline=baseline,
+                  stages=optimized.stages, providers=optimized.providers)

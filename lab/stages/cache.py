@@ -1,0 +1,253 @@
+"""Response cache: answer a repeated prompt from a store instead of the provider.
+
+The story of a request: look the key up (prompt, plus tenant unless `shared`); a fresh
+entry answers at once (`hit_latency_ms`); otherwise the request goes on, and when its
+answer returns the entry is stored — unless the data changed while it was in flight
+(`versioned`), or the request is non-cacheable (PII, temperature > 0).
+
+Options a mature cache has, each measurable in a scenario:
+- eviction `policy` lru | lfu | fifo, `capacity` in entries or `capacity_tokens`;
+- `ttl_s` with `ttl_mode` fixed (expiry set at store time) or sliding (a hit restarts it),
+  or `dynamic_ttl`: a shorter TTL for prompts whose data changes often;
+- invalidation on data updates (`[traffic.updates]`), versioned so a response fetched
+  before an update cannot repopulate a stale entry;
+- stampede protection: `coalesce` misses on the same key into one fetch, and XFetch
+  probabilistic early refresh (`xfetch_beta`; Vattani, Chierichetti & Lowenstein,
+  "Optimal Probabilistic Cache Stampede Prevention", VLDB 2015).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lab.config import Table
+from lab.ledger import CACHE_HIT, OK
+from lab.stages import Stage
+from lab.stages._eviction import POLICIES, make_store
+
+NAME = "cache"
+
+
+@dataclass(frozen=True)
+class Config:
+    stage: str = NAME
+    policy: str = "lru"
+    capacity: int | None = None            # entries; None with no capacity_tokens = unlimited
+    capacity_tokens: int | None = None     # or the entries' input + output tokens
+    ttl_s: float | None = None
+    ttl_mode: str = "fixed"                # "fixed" | "sliding"
+    dynamic_ttl: bool = False              # ttl = min(ttl_s, changes_per_ttl / observed change rate)
+    changes_per_ttl: float = 0.1
+    min_ttl_s: float = 1.0
+    shared: bool = False                   # one entry for all tenants
+    hit_latency_ms: float = 2.0            # a lookup in a remote store (e.g. Redis GET) on a LAN
+    invalidate_on_update: bool = True
+    versioned: bool = True
+    stale_quality: float = 0.0             # quality of an answer served from changed data
+    coalesce: bool = False
+    xfetch_beta: float = 0.0               # 0 = off; 1 is the paper's recommended default
+
+
+def parse(t: Table) -> Config:
+    c = Config(
+        policy=t.string("policy", "lru", choices=tuple(POLICIES)),
+        capacity=t.integer("capacity", None, min=1),
+        capacity_tokens=t.integer("capacity_tokens", None, min=1),
+        ttl_s=t.number("ttl_s", None, min=0.0, strict_min=True),
+        ttl_mode=t.string("ttl_mode", "fixed", choices=("fixed", "sliding")),
+        dynamic_ttl=t.boolean("dynamic_ttl", False),
+        changes_per_ttl=t.number("changes_per_ttl", 0.1, min=0.0, strict_min=True),
+        min_ttl_s=t.number("min_ttl_s", 1.0, min=0.0),
+        shared=t.boolean("shared", False),
+        hit_latency_ms=t.number("hit_latency_ms", 2.0, min=0.0),
+        invalidate_on_update=t.boolean("invalidate_on_update", True),
+        versioned=t.boolean("versioned", True),
+        stale_quality=t.probability("stale_quality", 0.0),
+        coalesce=t.boolean("coalesce", False),
+        xfetch_beta=t.number("xfetch_beta", 0.0, min=0.0),
+    )
+    if c.capacity is not None and c.capacity_tokens is not None:
+        t.fail("capacity_tokens", "give capacity (entries) or capacity_tokens, not both")
+    if c.dynamic_ttl and c.ttl_s is None:
+        t.fail("dynamic_ttl", "needs ttl_s as the longest TTL")
+    if c.xfetch_beta and c.ttl_s is None:
+        t.fail("xfetch_beta", "early refresh needs ttl_s (entries that expire)")
+    return c
+
+
+class Entry:
+    """A stored answer: when it expires, which data version it reflects, how long it took to fetch."""
+
+    __slots__ = ("expiry_s", "tag_version", "data_version", "fetch_s", "owner")
+
+    def __init__(self, expiry_s, tag_version, data_version, fetch_s, owner):
+        self.expiry_s, self.tag_version, self.data_version = expiry_s, tag_version, data_version
+        self.fetch_s, self.owner = fetch_s, owner
+
+
+class CacheStage(Stage):
+    name = NAME
+
+    def __init__(self, config: Config, sim, index: int, rng):
+        super().__init__(config, sim, index, rng)
+        req = sim.requests
+        capacity = config.capacity if config.capacity is not None else config.capacity_tokens
+        self.store = make_store(config.policy, capacity)
+        self.size_tokens = config.capacity_tokens is not None
+        self.pending: dict[int, tuple[int, int, float]] = {}   # miss i -> (key, data version, t_miss)
+        self.in_flight: dict[int, list[int]] = {}               # key -> [leader, followers...]
+        self.refreshing: set[int] = set()
+        self.version: dict[int, int] = {}                       # intent -> data version
+        self.changes: dict[int, int] = {}                       # intent -> updates seen
+        self.update_t, self.update_intent, self.next_update = req.update_t_s, req.update_prompt, 0
+        self.hit_delay_s = config.hit_latency_ms / 1000.0
+        self.hits = self.misses = self.coalesced = self.stale_hits = 0
+        self.refreshes = self.blocked_fills = self.expired = 0
+        self._uniforms = rng.random(1 << 16)
+        self._u = 0
+
+    # -- keys, versions, TTLs ------------------------------------------------------------
+
+    def key(self, i: int) -> int:
+        req = self.sim.requests
+        prompt = int(req.prompt[i])
+        return prompt if self.config.shared else (prompt << 16) | int(req.tenant[i])
+
+    def intent_of(self, i: int) -> int:
+        return int(self.sim.requests.intent[i])
+
+    def catch_up(self, now: float) -> None:
+        """Apply the data updates that happened up to now (lazily: checked on lookup)."""
+        t, k = self.update_t, self.next_update
+        while k < len(t) and t[k] <= now:
+            intent = int(self.update_intent[k])
+            self.version[intent] = self.version.get(intent, 0) + 1
+            self.changes[intent] = self.changes.get(intent, 0) + 1
+            k += 1
+        self.next_update = k
+
+    def ttl_for(self, intent: int, now: float) -> float | None:
+        c = self.config
+        if not c.dynamic_ttl:
+            return c.ttl_s
+        seen = self.changes.get(intent, 0)
+        if not seen or now <= 0:
+            return c.ttl_s
+        rate_per_s = seen / now
+        return min(c.ttl_s, max(c.min_ttl_s, c.changes_per_ttl / rate_per_s))
+
+    def _uniform(self) -> float:
+        if self._u == len(self._uniforms):
+            self._uniforms, self._u = self.rng.random(1 << 16), 0
+        self._u += 1
+        return float(self._uniforms[self._u - 1])
+
+    # -- the story -----------------------------------------------------------------------
+
+    def on_request(self, i: int) -> bool:
+        sim = self.sim
+        if not sim.requests.cacheable[i]:
+            return False
+        now = sim.env.now
+        if self.update_t.size:
+            self.catch_up(now)
+        key = self.key(i)
+        entry = self.store.get(key)
+        if entry is not None:
+            intent = self.intent_of(i)
+            current = self.version.get(intent, 0)
+            if now >= entry.expiry_s:
+                self.store.remove(key)
+                self.expired += 1
+            elif self.config.invalidate_on_update and entry.tag_version != current:
+                self.store.remove(key)
+            else:
+                return self._hit(i, key, entry, now, current)
+        if self.config.coalesce:
+            group = self.in_flight.get(key)
+            if group is not None:
+                group.append(i)
+                self.coalesced += 1
+                self.touch(i)
+                return True
+            self.in_flight[key] = [i]
+        self.misses += 1
+        self.pending[i] = (key, self.version.get(self.intent_of(i), 0), now)
+        return False
+
+    def _hit(self, i: int, key: int, entry: Entry, now: float, current_version: int) -> bool:
+        c = self.config
+        self.hits += 1
+        quality = None
+        if entry.data_version != current_version:
+            self.stale_hits += 1
+            quality = c.stale_quality
+        if c.ttl_mode == "sliding" and c.ttl_s is not None:
+            entry.expiry_s = now + self.ttl_for(self.intent_of(i), now)
+        if c.xfetch_beta and key not in self.refreshing:
+            # XFetch: refresh early with probability rising as expiry nears: now - delta*beta*ln(u) >= expiry
+            u = max(self._uniform(), 1e-300)
+            if now - entry.fetch_s * c.xfetch_beta * math.log(u) >= entry.expiry_s:
+                self._refresh(i, key)
+        self.sim.answer(i, CACHE_HIT, self, self.hit_delay_s, quality)
+        return True
+
+    def _refresh(self, i: int, key: int) -> None:
+        """Fetch a fresh answer in the background, paid for by the request that triggered it."""
+        sim = self.sim
+        provider = sim.providers[0]
+        self.refreshing.add(key)
+        self.refreshes += 1
+        self.pending[-1 - i] = (key, self.version.get(self.intent_of(i), 0), sim.env.now)
+        prices = sim.price_of(provider)
+        req = sim.requests
+        sim.run.extra_cost_usd[i] += float(prices.cost_usd(req.input_tokens[i:i + 1], req.output_tokens[i:i + 1])[0])
+        provider.submit_background(i)
+
+    def on_background_done(self, i: int, provider) -> None:
+        pending = self.pending.pop(-1 - i, None)
+        if pending is not None:
+            self.refreshing.discard(pending[0])
+            self._store(i, *pending, ok=True)
+
+    def on_response(self, i: int) -> None:
+        pending = self.pending.pop(i, None)
+        if pending is None:
+            return
+        key = pending[0]
+        ok = self.sim.run.outcome[i] == OK
+        self._store(i, *pending, ok=ok)
+        if self.config.coalesce:
+            group = self.in_flight.pop(key, None)
+            if group:
+                for follower in group[1:]:
+                    self.sim.follow(follower, i, self, CACHE_HIT)
+
+    def _store(self, i: int, key: int, fetched_version: int, t_miss: float, ok: bool) -> None:
+        if not ok:
+            return
+        now = self.sim.env.now
+        if self.update_t.size:
+            self.catch_up(now)
+        intent = self.intent_of(i)
+        current = self.version.get(intent, 0)
+        if fetched_version != current and self.config.versioned:
+            self.blocked_fills += 1   # the data changed while this answer was in flight
+            return
+        ttl = self.ttl_for(intent, now)
+        expiry = now + ttl if ttl is not None else math.inf
+        entry = Entry(expiry, current, fetched_version, now - t_miss, i)
+        req = self.sim.requests
+        size = float(req.input_tokens[i] + req.output_tokens[i]) if self.size_tokens else 1.0
+        self.store.put(key, entry, size)
+
+    def stats(self) -> dict:
+        lookups = self.hits + self.misses + self.coalesced
+        return {"hits": self.hits, "misses": self.misses, "coalesced": self.coalesced,
+                "hit_ratio": self.hits / lookups if lookups else 0.0, "stale_hits": self.stale_hits,
+                "early_refreshes": self.refreshes, "blocked_stale_fills": self.blocked_fills,
+                "evictions": self.store.evictions, "expired": self.expired}
+
+
+Stage = CacheStage

@@ -1,0 +1,85 @@
+"""In-flight deduplication (single-flight): identical requests share one provider call.
+
+The story: the first request for a key becomes the leader and goes on; identical
+requests arriving while it is in flight attach to it and pay nothing; when the leader's
+answer returns, every follower gets it at that moment (their latency is the leader's
+remaining time). An optional soft window (`window_s`) also reuses an answer completed
+within the last `window_s` seconds. Keys include the tenant unless `shared = true`, so
+one tenant's answer never leaks to another; non-cacheable requests are never merged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lab.config import Table
+from lab.ledger import DEDUPLICATED, OK
+from lab.stages import Stage
+
+NAME = "dedup"
+
+
+@dataclass(frozen=True)
+class Config:
+    stage: str = NAME
+    window_s: float = 0.0       # also reuse an answer completed this recently (0 = in flight only)
+    shared: bool = False        # merge identical requests across tenants
+
+
+def parse(t: Table) -> Config:
+    return Config(window_s=t.number("window_s", 0.0, min=0.0), shared=t.boolean("shared", False))
+
+
+class DedupStage(Stage):
+    name = NAME
+
+    def __init__(self, config: Config, sim, index: int, rng):
+        super().__init__(config, sim, index, rng)
+        self.in_flight: dict[int, list[int]] = {}     # key -> [leader, followers...]
+        self.recent: dict[int, float] = {}            # key -> when its last answer completed
+        self.leaders = self.followers = self.window_hits = 0
+
+    def key(self, i: int) -> int:
+        req = self.sim.requests
+        prompt = int(req.prompt[i])
+        return prompt if self.config.shared else (prompt << 16) | int(req.tenant[i])
+
+    def on_request(self, i: int) -> bool:
+        if not self.sim.requests.cacheable[i]:
+            return False
+        key = self.key(i)
+        group = self.in_flight.get(key)
+        if group is not None:
+            group.append(i)
+            self.followers += 1
+            self.touch(i)
+            return True
+        window = self.config.window_s
+        if window:
+            done_s = self.recent.get(key)
+            if done_s is not None and self.sim.env.now - done_s <= window:
+                self.window_hits += 1
+                self.sim.answer(i, DEDUPLICATED, self)
+                return True
+        self.in_flight[key] = [i]
+        self.leaders += 1
+        return False
+
+    def on_response(self, i: int) -> None:
+        if not self.sim.requests.cacheable[i]:
+            return
+        key = self.key(i)
+        group = self.in_flight.get(key)
+        if group is None or group[0] != i:
+            return
+        del self.in_flight[key]
+        for follower in group[1:]:
+            self.sim.follow(follower, i, self, DEDUPLICATED)
+        if self.config.window_s and self.sim.run.outcome[i] == OK:
+            self.recent[key] = self.sim.env.now
+
+    def stats(self) -> dict:
+        return {"leaders": self.leaders, "followers": self.followers, "window_hits": self.window_hits}
+
+
+Stage = DedupStage

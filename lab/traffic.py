@@ -1,0 +1,224 @@
+"""Traffic: when requests arrive and what each one asks, drawn in numpy blocks.
+
+`make_requests(scenario, rng)` returns `Requests`, one array per attribute (columnar),
+so a million requests cost a few tens of megabytes and no Python objects. Prompts are
+drawn independently per request from a Zipf catalog (the independent reference model
+that cache theory — Che's approximation — assumes). Token lengths belong to a prompt:
+asking the same prompt twice sends the same tokens and gets the same answer length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lab.dists import draw_ranks, zipf_probabilities
+from lab.scenario import PRIORITIES, Arrivals, Scenario, Traffic
+
+#: prompt keys of one-off requests start here, far above any catalog key
+UNIQUE_KEY_BASE = 1 << 40
+
+
+@dataclass
+class Requests:
+    """The request stream, one array per attribute; request i is index i everywhere."""
+
+    t_arrival_s: np.ndarray          # float64, nondecreasing
+    prompt: np.ndarray               # int64 key of the exact prompt (same key = same text)
+    intent: np.ndarray               # int64 paraphrase group (semantic-cache key)
+    similarity: np.ndarray           # float32 similarity of this wording to its group's stored one
+    input_tokens: np.ndarray         # int32, whole prompt including any shared prefix
+    output_tokens: np.ndarray        # int32
+    tenant: np.ndarray               # int16 index into tenant_names
+    feature: np.ndarray              # int16 index into feature_names
+    priority: np.ndarray             # int8 index into PRIORITIES
+    cacheable: np.ndarray            # bool: False for PII / non-deterministic requests
+    prefix_id: np.ndarray            # int32 system-prompt variant, -1 when none
+    prefix_tokens: np.ndarray        # int32 tokens of the shared prefix
+    tenant_names: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    block_tokens: int = 0            # tokens per prefix block
+    block_ids: np.ndarray | None = None      # trace prefix blocks (flat), e.g. Mooncake hash_ids
+    block_offsets: np.ndarray | None = None
+    update_t_s: np.ndarray = field(default_factory=lambda: np.zeros(0))   # data changes: when
+    update_prompt: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # and which
+
+    def __len__(self) -> int:
+        return len(self.t_arrival_s)
+
+    @property
+    def horizon_s(self) -> float:
+        return float(self.t_arrival_s[-1]) if len(self) else 0.0
+
+
+# --------------------------------------------------------------------------- arrivals
+
+
+def poisson_times(rng: np.random.Generator, rate_per_s: float, *, n: int | None = None,
+                  duration_s: float | None = None) -> np.ndarray:
+    """Arrival times of a Poisson process: exactly `n` of them, or all within `duration_s`."""
+    if n is not None:
+        return np.cumsum(rng.exponential(1.0 / rate_per_s, n))
+    count = rng.poisson(rate_per_s * duration_s)
+    return np.sort(rng.uniform(0.0, duration_s, count))
+
+
+def _piecewise_times(rng, rates: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """A Poisson process whose rate is `rates[k]` on [edges[k], edges[k+1])."""
+    widths = np.diff(edges)
+    counts = rng.poisson(rates * widths)
+    starts = np.repeat(edges[:-1], counts)
+    spans = np.repeat(widths, counts)
+    return np.sort(starts + rng.random(counts.sum()) * spans)
+
+
+def diurnal_profile(arrivals: Arrivals) -> np.ndarray:
+    """Relative rate per bucket; the default is 24 hourly buckets of a sinusoid peaking at 14:00."""
+    if arrivals.profile:
+        return np.asarray(arrivals.profile, dtype=float)
+    hours = np.arange(24) + 0.5
+    return 1.0 + 0.6 * np.cos(2 * np.pi * (hours - 14.0) / 24.0)
+
+
+def _diurnal_times(rng, a: Arrivals, horizon_s: float) -> np.ndarray:
+    profile = diurnal_profile(a)
+    rel = profile / profile.mean()                       # mean rate over a period = rate_per_s
+    bucket_s = a.period_s / len(rel)
+    n_buckets = int(np.ceil(horizon_s / bucket_s))
+    rates = a.rate_per_s * rel[np.arange(n_buckets) % len(rel)]
+    edges = np.arange(n_buckets + 1) * bucket_s
+    edges[-1] = min(edges[-1], horizon_s) if horizon_s > edges[-2] else edges[-1]
+    return _piecewise_times(rng, rates, edges)
+
+
+def _mmpp_times(rng, a: Arrivals, horizon_s: float) -> np.ndarray:
+    """Two-state Markov-modulated Poisson process, starting in its stationary state."""
+    p_high = a.mean_high_s / (a.mean_high_s + a.mean_low_s)
+    high = rng.random() < p_high
+    edges, rates, t = [0.0], [], 0.0
+    while t < horizon_s:
+        stay = rng.exponential(a.mean_high_s if high else a.mean_low_s)
+        t = min(t + stay, horizon_s)
+        edges.append(t)
+        rates.append(a.rate_high_per_s if high else a.rate_low_per_s)
+        high = not high
+    return _piecewise_times(rng, np.asarray(rates), np.asarray(edges))
+
+
+def mean_rate_per_s(a: Arrivals) -> float:
+    """Long-run arrival rate of a generated process (not defined for traces)."""
+    if a.process in ("poisson", "diurnal"):
+        return a.rate_per_s
+    if a.process == "mmpp":
+        return (a.rate_high_per_s * a.mean_high_s + a.rate_low_per_s * a.mean_low_s) / (a.mean_high_s + a.mean_low_s)
+    raise ValueError("a trace has no generating rate")
+
+
+def arrival_times(rng: np.random.Generator, a: Arrivals, *, n: int | None, duration_s: float | None) -> np.ndarray:
+    """Arrival times of a generated process, by count or by duration."""
+    if a.process == "poisson":
+        return poisson_times(rng, a.rate_per_s, n=n, duration_s=None if n else duration_s)
+    make = _diurnal_times if a.process == "diurnal" else _mmpp_times
+    if n is None:
+        return make(rng, a, duration_s)
+    horizon = max(1.5 * n / mean_rate_per_s(a), 1.0)
+    while True:  # stretch the horizon until there are enough arrivals; deterministic for a seed
+        times = make(rng, a, horizon)
+        if len(times) >= n:
+            return times[:n]
+        horizon *= 2
+
+
+# --------------------------------------------------------------------------- what is asked
+
+
+def _choose(rng, weights: list[float], n: int, dtype) -> np.ndarray:
+    if len(weights) == 1:
+        return np.zeros(n, dtype=dtype)
+    w = np.asarray(weights, dtype=float)
+    return draw_ranks(rng, w / w.sum(), n).astype(dtype)
+
+
+def _tokens(dist, rng, n: int, minimum: int) -> np.ndarray:
+    return np.maximum(np.rint(dist.sample(rng, n)), minimum).astype(np.int32)
+
+
+def make_requests(scenario: Scenario, rng: np.random.Generator, requests: int | None = None) -> Requests:
+    """Draw the whole request stream of a scenario with one generator (deterministic per seed)."""
+    tr: Traffic = scenario.traffic
+    n_wanted = requests or scenario.requests
+    trace = None
+    if tr.arrivals.process == "trace":
+        from lab.traces import read_trace
+
+        trace = read_trace(tr.arrivals.path, tr.arrivals.format, skip_bad_rows=tr.arrivals.skip_bad_rows)
+        t = trace.t_arrival_s * tr.arrivals.time_scale
+        keep = len(t)
+        if n_wanted:
+            keep = min(keep, n_wanted)
+        elif scenario.duration_s:
+            keep = int(np.searchsorted(t, scenario.duration_s, side="left"))
+        t = t[:keep]
+    else:
+        t = arrival_times(rng, tr.arrivals, n=n_wanted, duration_s=scenario.duration_s)
+    n = len(t)
+
+    # prompts: intent by Zipf popularity, then one of its wordings uniformly
+    p = tr.prompts
+    if p.catalog > 0:
+        intent = draw_ranks(rng, zipf_probabilities(p.catalog, p.popularity.alpha), n)
+        variant = rng.integers(0, p.paraphrases, n) if p.paraphrases > 1 else np.zeros(n, dtype=np.int64)
+        prompt = intent * p.paraphrases + variant
+        n_keys = p.catalog * p.paraphrases
+    else:
+        intent = UNIQUE_KEY_BASE + np.arange(n, dtype=np.int64)
+        prompt = intent.copy()
+        n_keys = 0
+    similarity = np.clip(p.similarity.sample(rng, n), 0.0, 1.0).astype(np.float32)
+
+    # token lengths: a property of the prompt when prompts repeat, else of the request
+    system_tokens = tr.prefix.system_tokens if tr.prefix else 0
+    if trace is not None:
+        input_tokens = trace.input_tokens[:n].astype(np.int32)
+        output_tokens = trace.output_tokens[:n].astype(np.int32)
+    elif n_keys:
+        key_in = _tokens(tr.input_tokens, rng, n_keys, 1)
+        key_out = _tokens(tr.output_tokens, rng, n_keys, 1)
+        input_tokens = (key_in[prompt] + system_tokens).astype(np.int32)
+        output_tokens = key_out[prompt]
+    else:
+        input_tokens = (_tokens(tr.input_tokens, rng, n, 1) + system_tokens).astype(np.int32)
+        output_tokens = _tokens(tr.output_tokens, rng, n, 1)
+
+    tenant = _choose(rng, [w.weight for w in tr.tenants], n, np.int16)
+    feature = _choose(rng, [w.weight for w in tr.features], n, np.int16)
+    share = dict(tr.priorities)
+    priority = _choose(rng, [share.get(k, 0.0) for k in PRIORITIES], n, np.int8)
+    cacheable = rng.random(n) >= p.non_cacheable_share if p.non_cacheable_share else np.ones(n, dtype=bool)
+
+    if tr.prefix and tr.prefix.system_tokens:
+        prefix_id = rng.integers(0, tr.prefix.variants, n).astype(np.int32)
+        prefix_tokens = np.full(n, system_tokens, dtype=np.int32)
+    else:
+        prefix_id = np.full(n, -1, dtype=np.int32)
+        prefix_tokens = np.zeros(n, dtype=np.int32)
+
+    req = Requests(t_arrival_s=t, prompt=prompt, intent=intent, similarity=similarity,
+                   input_tokens=input_tokens, output_tokens=output_tokens, tenant=tenant, feature=feature,
+                   priority=priority, cacheable=cacheable, prefix_id=prefix_id, prefix_tokens=prefix_tokens,
+                   tenant_names=tuple(w.name for w in tr.tenants),
+                   feature_names=tuple(w.name for w in tr.features),
+                   block_tokens=tr.prefix.block_tokens if tr.prefix else 0)
+    if trace is not None and trace.block_ids is not None:
+        req.block_tokens = trace.block_tokens
+        req.block_offsets = trace.block_offsets[: n + 1]
+        req.block_ids = trace.block_ids[: req.block_offsets[-1]]
+    if tr.updates and tr.updates.rate_per_s > 0 and n:
+        ut = poisson_times(rng, tr.updates.rate_per_s, duration_s=max(req.horizon_s, 1e-9))
+        if p.catalog > 0 and tr.updates.follow_popularity:
+            which = draw_ranks(rng, zipf_probabilities(p.catalog, p.popularity.alpha), len(ut))
+        else:
+            which = rng.integers(0, max(p.catalog, 1), len(ut))
+        req.update_t_s, req.update_prompt = ut, which.astype(np.int64)
+    return req
