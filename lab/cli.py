@@ -1,0 +1,227 @@
+"""The `costlab` command: run scenarios, print bills, list prices, count tokens.
+
+Every command calls the same public functions a notebook does. Errors a user can fix
+(a bad scenario field, an unknown model, a corrupt trace row) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from lab.errors import CostlabError
+
+EXIT_USAGE = 2
+
+
+def _write_json_atomic(path: str, obj) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    os.replace(tmp, target)
+
+
+def print_table(rows, headers, out=sys.stdout) -> None:
+    """A plain aligned text table."""
+    rows = [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(str(h)), *(len(r[k]) for r in rows)) if rows else len(str(h)) for k, h in enumerate(headers)]
+    line = "  ".join(str(h).ljust(w) if k == 0 else str(h).rjust(w) for k, (h, w) in enumerate(zip(headers, widths)))
+    print(line, file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for r in rows:
+        print("  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))), file=out)
+
+
+def print_result(result, out=sys.stdout) -> None:
+    s = result.summary()
+    print(f"costlab · {s['scenario']} · seed {s['seed']} · {s['requests']:,} requests over "
+          f"{s['simulated_s'] / 3600:.2f} simulated hours", file=out)
+    print(file=out)
+    print_table(result.table_rows(), ("", "baseline", "optimized"), out)
+    if s["by_stage"]:
+        print(file=out)
+        rows = [(name, f"{v['requests_touched']:,}", f"${v['cost_saved_usd']:,.4f}")
+                for name, v in s["by_stage"].items()]
+        print_table(rows, ("stage", "requests touched", "saved"), out)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_run(args) -> int:
+    import lab
+
+    scenario = lab.load_scenario(args.scenario)
+    result = lab.simulate(scenario, seed=args.seed, requests=args.requests)
+    print_result(result)
+    if args.json:
+        _write_json_atomic(args.json, result.summary())
+        print(f"\nsummary written to {args.json}")
+    if args.ledger:
+        from lab.ledger import write_ledger
+
+        write_ledger(result.ledger, args.ledger)
+        print(f"ledger ({len(result.ledger):,} rows) written to {args.ledger}")
+    return 0
+
+
+def demo_scenario_path() -> Path:
+    """The bundled demo scenario (packaged, so `costlab demo` works from any directory)."""
+    from importlib import resources
+
+    return Path(str(resources.files("lab").joinpath("data/scenarios/demo.toml")))
+
+
+def cmd_demo(args) -> int:
+    import lab
+
+    scenario = lab.load_scenario(demo_scenario_path())
+    result = lab.simulate(scenario, seed=args.seed, requests=args.requests)
+    s = result.summary()
+    print("costlab demo: one hour of a support chatbot on gpt-4o-mini, priced with genai-prices\n")
+    print_result(result)
+    ledger = result.ledger
+    print("\nThe bill, by outcome (what each request cost, and what it would have cost):\n")
+    by = ledger.groupby("outcome", observed=True).agg(requests=("request_id", "size"), cost_usd=("cost_usd", "sum"),
+                                                      baseline_cost_usd=("baseline_cost_usd", "sum"))
+    print_table([(r.Index, f"{int(r.requests):,}", f"${r.cost_usd:,.4f}", f"${r.baseline_cost_usd:,.4f}")
+                 for r in by.itertuples()], ("outcome", "requests", "cost", "without optimization"))
+    per_day = s["cost_usd"] / max(s["simulated_s"], 1e-9) * 86400
+    base_day = s["baseline_cost_usd"] / max(s["simulated_s"], 1e-9) * 86400
+    print(f"\nAt this rate: ${per_day:,.2f} per day instead of ${base_day:,.2f} "
+          f"({s['reduction_pct']:.1f} % less). Try `costlab run {demo_scenario_path()} --json out.json`.")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from lab.pricing import PROVIDERS, priced_models
+
+    providers = [args.provider] if args.provider else list(PROVIDERS)
+    rows = []
+    for m in priced_models(providers):
+        d = m.describe()
+        if args.filter and args.filter not in d["model"]:
+            continue
+
+        def fmt(x):
+            return "-" if x is None else f"{x:g}"
+        rows.append((f"{d['provider']}/{d['model']}", fmt(d["input_usd_per_mtok"]), fmt(d["cached_input_usd_per_mtok"]),
+                     fmt(d["cache_write_usd_per_mtok"]), fmt(d["output_usd_per_mtok"]),
+                     fmt(d["batch_input_usd_per_mtok"]), "yes" if d["long_context_tiers"] else ""))
+    if args.json:
+        print(json.dumps([m.describe() for m in priced_models(providers)
+                          if not args.filter or args.filter in m.model], indent=1))
+        return 0
+    print("USD per million tokens, from genai-prices (long-context tiers apply above their threshold)\n")
+    print_table(rows, ("model", "input", "cached in", "cache write", "output", "batch in", "tiers"))
+    return 0
+
+
+def cmd_tokens(args) -> int:
+    from lab.pricing import model_prices
+    from lab.tokens import count_tokens, tokenizer_note
+
+    provider, model = _split_model(args.model)
+    text = args.text if args.text != "-" else sys.stdin.read()
+    n = count_tokens(text, model)
+    prices = model_prices(provider, model)
+    cost_in = float(prices.cost_usd([n], [0])[0])
+    cost_out = float(prices.cost_usd([0], [n])[0])
+    if args.json:
+        print(json.dumps({"provider": provider, "model": prices.model, "tokens": n,
+                          "cost_as_input_usd": cost_in, "cost_as_output_usd": cost_out}))
+        return 0
+    print(f"{n:,} tokens ({tokenizer_note(model)})")
+    print(f"as input to {provider}/{prices.model}: ${cost_in:.8f}; as output: ${cost_out:.8f}")
+    return 0
+
+
+def _split_model(spec: str) -> tuple[str, str]:
+    """'openai/gpt-4o-mini' or a bare model id, whose provider is guessed from its name."""
+    if "/" in spec:
+        provider, model = spec.split("/", 1)
+        return provider, model
+    lower = spec.lower()
+    if lower.startswith("claude"):
+        return "anthropic", spec
+    if lower.startswith("gemini"):
+        return "google", spec
+    return "openai", spec
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="costlab",
+        description="costlab: simulate what caching, deduplication, prompt caching and other "
+                    "optimizations save on AI API traffic, against the providers' real prices.",
+        epilog="Start with `costlab demo`, then `costlab run scenarios/support-chatbot.toml --json out.json`.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a scenario and its no-optimization baseline",
+                       description="Play a scenario's traffic through its pipeline and, on the same requests, "
+                                   "with no optimization; print both. The same seed gives the same numbers.")
+    r.add_argument("scenario", help="a scenario file (scenarios/*.toml; fields in scenarios/README.md)")
+    r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    r.add_argument("--requests", type=int, default=None, metavar="N",
+                   help="simulate exactly N requests instead of the scenario's duration_s")
+    r.add_argument("--json", metavar="PATH", help="write the summary (the documented JSON contract) here")
+    r.add_argument("--ledger", metavar="PATH", help="write one row per request to PATH.csv or PATH.parquet")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="run the bundled demo scenario and print its bill",
+                       description="One hour of a support chatbot: cache, dedup and prompt caching vs none.")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--requests", type=int, default=None, metavar="N")
+    d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("models", help="list priced models and their prices (from genai-prices)")
+    m.add_argument("--provider", choices=("openai", "anthropic", "google"))
+    m.add_argument("--filter", metavar="TEXT", help="only models whose id contains TEXT")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m.set_defaults(func=cmd_models)
+
+    t = sub.add_parser("tokens", help="count the tokens of a text and price them",
+                       description="Count tokens with tiktoken (offline) and price them as input and as output.")
+    t.add_argument("text", help="the text, or - to read standard input")
+    t.add_argument("--model", default="openai/gpt-4o-mini", help="PROVIDER/MODEL or a model id (default openai/gpt-4o-mini)")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_tokens)
+
+    import importlib.util
+
+    if importlib.util.find_spec("lab.cli_live") is not None:  # commands of the live-provider part
+        from lab import cli_live
+
+        cli_live.register(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except CostlabError as exc:
+        print(f"costlab: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("costlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
