@@ -33,12 +33,12 @@ class Simulation:
         _, provider_seeds, stage_seeds = np.random.SeedSequence(seed).spawn(3)
         self.providers = [MockProvider(self, cfg, k, np.random.default_rng(s))
                           for k, (cfg, s) in enumerate(zip(scenario.providers, provider_seeds.spawn(len(scenario.providers))))]
+        self.cache_write_1h = False   # a prompt-cache stage with 1-hour writes sets this
         configs = scenario.pipeline if optimized else ()
         self.stages = [build_stage(cfg, self, j, np.random.default_rng(s))
                        for j, (cfg, s) in enumerate(zip(configs, stage_seeds.spawn(len(configs))))]
         self._start_hooks = [s for s in self.stages if hasattr(s, "on_start")]
         self._response_hooks = [s for s in reversed(self.stages) if type(s).on_response is not Stage.on_response]
-        self.cache_write_1h = False
         self.progress = len(requests) >= PROGRESS_MIN_REQUESTS if progress is None else progress
         self.label = label
 
