@@ -115,7 +115,7 @@ def _from_price(provider: str, model_id: str, p, context_window, batch=None) -> 
                        Tiered.of(p.cache_write_1h_mtok), context_window, batch)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model_prices(provider: str, model: str) -> ModelPrices:
     """Prices of `provider`/`model`, or a PricingError naming close model ids."""
     if provider not in PROVIDERS:

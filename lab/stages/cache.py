@@ -79,11 +79,11 @@ def parse(t: Table) -> Config:
 class Entry:
     """A stored answer: when it expires, which data version it reflects, how long it took to fetch."""
 
-    __slots__ = ("expiry_s", "tag_version", "data_version", "fetch_s", "owner")
+    __slots__ = ("expiry_s", "tag_version", "data_version", "fetch_s", "stored_s")
 
-    def __init__(self, expiry_s, tag_version, data_version, fetch_s, owner):
+    def __init__(self, expiry_s, tag_version, data_version, fetch_s, stored_s):
         self.expiry_s, self.tag_version, self.data_version = expiry_s, tag_version, data_version
-        self.fetch_s, self.owner = fetch_s, owner
+        self.fetch_s, self.stored_s = fetch_s, stored_s
 
 
 class CacheStage(Stage):
@@ -157,6 +157,8 @@ class CacheStage(Stage):
         if entry is not None:
             intent = self.intent_of(i)
             current = self.version.get(intent, 0)
+            if self.config.dynamic_ttl:  # the TTL follows the latest estimate of this prompt's volatility
+                entry.expiry_s = min(entry.expiry_s, entry.stored_s + self.ttl_for(intent, now))
             if now >= entry.expiry_s:
                 self.store.remove(key)
                 self.expired += 1
@@ -185,6 +187,7 @@ class CacheStage(Stage):
             quality = c.stale_quality
         if c.ttl_mode == "sliding" and c.ttl_s is not None:
             entry.expiry_s = now + self.ttl_for(self.intent_of(i), now)
+            entry.stored_s = now
         if c.xfetch_beta and key not in self.refreshing:
             # XFetch: refresh early with probability rising as expiry nears: now - delta*beta*ln(u) >= expiry
             u = max(self._uniform(), 1e-300)
@@ -237,7 +240,7 @@ class CacheStage(Stage):
             return
         ttl = self.ttl_for(intent, now)
         expiry = now + ttl if ttl is not None else math.inf
-        entry = Entry(expiry, current, fetched_version, now - t_miss, i)
+        entry = Entry(expiry, current, fetched_version, now - t_miss, now)
         req = self.sim.requests
         size = float(req.input_tokens[i] + req.output_tokens[i]) if self.size_tokens else 1.0
         self.store.put(key, entry, size)
