@@ -90,17 +90,25 @@ class Simulation:
         run.stage_flags[i] |= stage.bit
         if quality is not None:
             run.quality[i] = quality
+        self._notify_upstream(i, stage.index)
 
     def follow(self, i: int, leader: int, stage, outcome: int) -> None:
-        """Request i waited for `leader`'s answer and shares it, now."""
+        """Request i waited at `stage` for `leader`'s answer and shares it (and its finish time)."""
         run = self.run
         failed = run.outcome[leader] == ERROR
         run.outcome[i] = ERROR if failed else outcome
         if not failed:
             run.answered_by[i] = stage.index
-        run.t_done_s[i] = self.env.now
+        run.t_done_s[i] = max(self.env.now, run.t_done_s[leader])
         run.quality[i] = run.quality[leader]
         run.stage_flags[i] |= stage.bit
+        self._notify_upstream(i, stage.index)
+
+    def _notify_upstream(self, i: int, answered_at: int) -> None:
+        """The stages before `answered_at` passed request i on: tell them it has its answer."""
+        for stage in self._response_hooks:
+            if stage.index < answered_at:
+                stage.on_response(i)
 
     def price_of(self, provider):
         return model_prices(provider.name, provider.model)

@@ -202,3 +202,16 @@ def test_stages_compose_and_savings_add_up():
         assert s["by_stage"][name]["requests_touched"] > 0
         assert led[f"stage_{name}"].sum() == s["by_stage"][name]["requests_touched"]
     assert set(led.outcome.unique()) >= {"ok", "cache_hit", "deduplicated"}
+
+
+def test_dedup_before_cache_releases_followers_when_the_cache_answers_the_leader():
+    """A leader answered by a later stage (a cache hit) still releases the requests waiting on it."""
+    traffic = {"arrivals": {"process": "poisson", "rate_per_s": 500.0}, "prompts": {"catalog": 3}}
+    r = sim([{"stage": "dedup"}, {"stage": "cache", "hit_latency_ms": 50}], requests=3000, latency_ms=200,
+            traffic=traffic)
+    led = r.ledger
+    assert (led.outcome != "ok").sum() > 2900
+    followers = led[led.outcome == "deduplicated"]
+    assert len(followers) > 0
+    assert (followers.latency_ms >= 0).all()
+    assert r.summary()["provider_calls"] == 3
