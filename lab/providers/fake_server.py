@@ -1,0 +1,631 @@
+"""A local fake of the OpenAI, Anthropic and Gemini HTTP APIs, for tests and offline lessons.
+
+`FakeProviderServer` is a stdlib `ThreadingHTTPServer` on 127.0.0.1 that answers
+`POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic) and
+`POST /v1beta/models/{model}:generateContent` (Gemini) in the providers' own JSON shapes,
+so the official SDKs run unchanged against it. What it returns is deterministic:
+
+- usage is counted with `lab.tokens` (input from the messages, output from a reply text
+  derived from the prompt, cut at `max_tokens`);
+- provider prompt caching is simulated with each provider's published rule, so a repeated
+  long prompt shows cached tokens: OpenAI caches prefixes of 1,024 tokens or more in steps
+  of 128 (`prompt_tokens_details.cached_tokens`); Anthropic caches up to each
+  `cache_control` breakpoint of 1,024 tokens or more (2,048 on Haiku), reporting reads,
+  writes and the 5-minute/1-hour split; Gemini caches implicitly from 1,024 tokens
+  (4,096 on Pro) in 128-token blocks (`cachedContentTokenCount`), and reports
+  `thoughtsTokenCount` when a thinking budget is set;
+- errors are scripted, never random: `fail_next(n, status=429, retry_after_s=...)`, the
+  admin endpoint `POST /_fake/fail`, or a per-request header `x-costlab-fake-fail: 429`.
+
+API keys are required (as the real APIs require them) but never stored, logged or echoed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from lab.tokens import count_messages, count_tokens, get_encoding
+
+HOST = "127.0.0.1"
+PROVIDERS = ("openai", "anthropic", "google")
+#: status a scripted "overloaded" failure uses per provider (OpenAI has none of its own)
+OVERLOADED_STATUS = {"openai": 503, "anthropic": 529, "google": 503}
+FAIL_HEADER = "x-costlab-fake-fail"
+CACHE_BLOCK_TOKENS = 128
+OPENAI_MIN_CACHE_TOKENS = 1024
+ANTHROPIC_MIN_CACHE_TOKENS, ANTHROPIC_HAIKU_MIN_CACHE_TOKENS = 1024, 2048
+GEMINI_MIN_CACHE_TOKENS, GEMINI_PRO_MIN_CACHE_TOKENS = 1024, 4096
+CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
+#: natural reply lengths (tokens) before `max_tokens` cuts them
+REPLY_MIN_TOKENS, REPLY_SPREAD_TOKENS = 40, 160
+
+_GEMINI_PATH = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):generateContent$")
+
+# Words that are one token each, alone or after a space, in both o200k_base and cl100k_base,
+# so a text of n of them is exactly n tokens for every model lab.tokens counts.
+_WORDS = tuple("""time year people way day man thing woman life child world school state family student
+group country problem hand part place case week company system program question work government
+number night point home water room mother area money story fact month lot right study book eye job
+word business issue side kind head house service friend father power hour game line end member law
+car city community name president team minute idea kid body information back parent face others
+level office door health person art war history party result change morning reason research girl
+guy moment air teacher force education cost price token cache model reply answer light river stone
+green blue red small large quick slow warm cold bright dark open close simple clear plain""".split())
+
+
+def deterministic_text(seed: str, n_tokens: int) -> str:
+    """A text of exactly `n_tokens` tokens (for any model lab.tokens counts), the same for the same seed.
+
+    A longer text from the same seed starts with the shorter one, so two prompts with one
+    seed share a prefix, as repeated prompts do.
+    """
+    words, counter = [], 0
+    while len(words) < n_tokens:
+        digest = hashlib.sha256(f"{seed}\x00{counter}".encode()).digest()
+        words.extend(_WORDS[b % len(_WORDS)] for b in digest)
+        counter += 1
+    return " ".join(words[:max(n_tokens, 0)])
+
+
+def _stable_int(*parts: str) -> int:
+    return int.from_bytes(hashlib.sha256("\x00".join(parts).encode()).digest()[:8], "big")
+
+
+def reply_text(model: str, prompt_text: str) -> str:
+    """The deterministic, uncut reply to a prompt: 40 to 199 tokens, fixed by model and prompt."""
+    n = REPLY_MIN_TOKENS + _stable_int(model, prompt_text) % REPLY_SPREAD_TOKENS
+    return deterministic_text(f"reply\x00{model}\x00{prompt_text}", n)
+
+
+def cut_to_tokens(text: str, n_tokens: int) -> str:
+    """A reply cut to its first `n_tokens` tokens (its words are one token each)."""
+    return " ".join(text.split(" ")[:max(n_tokens, 0)])
+
+
+# --------------------------------------------------------------------------- scripted errors
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One scripted error answer: HTTP `status`, with a `retry-after` header when set."""
+
+    status: int
+    retry_after_s: float | None = None
+    provider: str | None = None      # None: whichever provider is called next
+
+
+class FailureScript:
+    """Errors queued for the next calls, consumed in order (thread-safe)."""
+
+    def __init__(self):
+        self._queue: deque[Failure] = deque()
+        self._lock = threading.Lock()
+
+    def fail_next(self, n: int = 1, status: int = 429, retry_after_s: float | None = None,
+                  provider: str | None = None) -> None:
+        """Answer the next `n` calls (to `provider`, or any) with `status`."""
+        with self._lock:
+            self._queue.extend(Failure(int(status), retry_after_s, provider) for _ in range(int(n)))
+
+    def take(self, provider: str) -> Failure | None:
+        """The failure scripted for this call to `provider`, if any (removed from the queue)."""
+        with self._lock:
+            for k, failure in enumerate(self._queue):
+                if failure.provider in (None, provider):
+                    del self._queue[k]
+                    return failure
+        return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queue.clear()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+
+def parse_fail_header(value: str) -> Failure:
+    """`"429"` or `"429; retry-after=0.5"` → a Failure (the header form of the script)."""
+    head, *params = [p.strip() for p in value.split(";")]
+    retry_after = None
+    for p in params:
+        name, _, v = p.partition("=")
+        if name.strip().lower() == "retry-after":
+            retry_after = float(v)
+    return Failure(int(head), retry_after)
+
+
+# --------------------------------------------------------------------------- prompt caching
+
+
+class PrefixCache:
+    """Prompt prefixes a provider has seen, by hash, each forgotten `ttl_s` after its last use."""
+
+    def __init__(self, max_entries: int = 100_000):
+        self._expiry_s: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.max_entries = max_entries
+
+    def seen(self, key: str, now_s: float) -> bool:
+        with self._lock:
+            expiry = self._expiry_s.get(key)
+            return expiry is not None and expiry > now_s
+
+    def store(self, key: str, now_s: float, ttl_s: float) -> None:
+        """Remember (or refresh) `key` until `now_s + ttl_s`."""
+        with self._lock:
+            if len(self._expiry_s) >= self.max_entries and key not in self._expiry_s:
+                self._expiry_s.pop(next(iter(self._expiry_s)))
+            self._expiry_s[key] = max(self._expiry_s.get(key, 0.0), now_s + ttl_s)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._expiry_s.clear()
+
+
+def _block_keys(namespace: str, text: str) -> list[str]:
+    """Chained hashes of the prompt's full 128-token blocks: key k names blocks 0..k."""
+    tokens = get_encoding("o200k_base").encode_ordinary(text)
+    keys, chain = [], hashlib.sha256(namespace.encode())
+    for start in range(0, len(tokens) - CACHE_BLOCK_TOKENS + 1, CACHE_BLOCK_TOKENS):
+        chain.update(repr(tokens[start:start + CACHE_BLOCK_TOKENS]).encode())
+        keys.append(chain.copy().hexdigest())
+    return keys
+
+
+def implicit_cached_tokens(cache: PrefixCache, namespace: str, text: str, min_tokens: int,
+                           now_s: float, ttl_s: float = CACHE_TTL_S["5m"]) -> int:
+    """Automatic prefix caching (OpenAI, Gemini implicit): leading blocks seen before, from `min_tokens`.
+
+    Every block of the prompt is then remembered, so the same long prompt sent twice is
+    cached the second time in steps of 128 tokens.
+    """
+    keys = _block_keys(namespace, text)
+    hit_blocks = 0
+    for key in keys:
+        if not cache.seen(key, now_s):
+            break
+        hit_blocks += 1
+    for key in keys:
+        cache.store(key, now_s, ttl_s)
+    cached = hit_blocks * CACHE_BLOCK_TOKENS
+    return cached if cached >= min_tokens else 0
+
+
+# --------------------------------------------------------------------------- wire formats
+
+
+class WireError(Exception):
+    """A request the fake provider refuses, answered as an HTTP error in the provider's shape."""
+
+    def __init__(self, status: int, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.status, self.message, self.retry_after_s = status, message, retry_after_s
+
+
+def _text(value) -> str:
+    """Text of a string or a list of text parts/blocks."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in value)
+    raise WireError(400, f"expected a string or a list of text parts, got {type(value).__name__}")
+
+
+def _required_int(body: dict, *names: str, default: int | None = None) -> int | None:
+    for name in names:
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise WireError(400, f"{name}: expected a positive integer")
+            return value
+    if default is None:
+        raise WireError(400, f"{names[0]}: field required")
+    return default
+
+
+class OpenAIWire:
+    """`POST /v1/chat/completions`, with automatic prefix caching."""
+
+    provider = "openai"
+
+    def answer(self, server: FakeProviderServer, body: dict, model: str) -> tuple[dict, int]:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise WireError(400, "messages: expected a non-empty list")
+        model = body.get("model") or ""
+        if not model:
+            raise WireError(400, "model: field required")
+        max_tokens = _required_int(body, "max_completion_tokens", "max_tokens", default=4096)
+        plain = [{k: v for k, v in m.items() if k in ("role", "content", "name")} for m in messages]
+        prompt_tokens = count_messages(plain, model, "openai")
+        prompt_text = "\n".join(f"{m.get('role')}:{_text(m.get('content'))}" for m in plain)
+        cached = implicit_cached_tokens(server.caches["openai"], f"openai\x00{model}", prompt_text,
+                                        OPENAI_MIN_CACHE_TOKENS, time.monotonic())
+        cached = min(cached, prompt_tokens)
+        full = reply_text(model, prompt_text)
+        text = cut_to_tokens(full, max_tokens)
+        out = count_tokens(text, model)
+        response = {
+            "id": f"chatcmpl-fake{_stable_int(prompt_text, str(server.calls_total())) % 10**12}",
+            "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": "length" if text != full else "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": out,
+                      "total_tokens": prompt_tokens + out,
+                      "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+                      "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                                    "accepted_prediction_tokens": 0,
+                                                    "rejected_prediction_tokens": 0}},
+            "service_tier": "default", "system_fingerprint": "fp_costlab_fake",
+        }
+        return response, out
+
+    @staticmethod
+    def error_body(status: int, message: str) -> dict:
+        kind = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_exceeded"}
+        code = {401: "invalid_api_key", 429: "rate_limit_exceeded"}.get(status)
+        return {"error": {"message": message, "type": kind.get(status, "server_error"), "param": None,
+                          "code": code}}
+
+
+class AnthropicWire:
+    """`POST /v1/messages`, with `cache_control` breakpoints (5-minute or 1-hour)."""
+
+    provider = "anthropic"
+
+    def answer(self, server: FakeProviderServer, body: dict, model: str) -> tuple[dict, int]:
+        model = body.get("model") or ""
+        if not model:
+            raise WireError(400, "model: field required")
+        max_tokens = _required_int(body, "max_tokens")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise WireError(400, "messages: expected a non-empty list")
+        # blocks in the order the cache sees them: system first, then each message
+        blocks = []
+        if body.get("system"):
+            blocks.append(("system", body["system"]))
+        blocks.extend((m.get("role", "user"), m.get("content")) for m in messages)
+        encoding = get_encoding("o200k_base")
+        prefix_tokens, prefix_text, breakpoints = 0, "", []
+        for role, content in blocks:
+            text = _text(content)
+            prefix_tokens += len(encoding.encode_ordinary(text)) + 3
+            prefix_text += f"{role}:{text}\n"
+            ttl = self._cache_ttl(content)
+            if ttl is not None:
+                breakpoints.append((prefix_tokens, hashlib.sha256(f"{model}\x00{prefix_text}".encode()).hexdigest(), ttl))
+        total_tokens = prefix_tokens + 1
+        read, written = self._cache(server.caches["anthropic"], model, breakpoints, time.monotonic())
+        created = written["5m"] + written["1h"]
+        prompt_text = prefix_text
+        full = reply_text(model, prompt_text)
+        text = cut_to_tokens(full, max_tokens)
+        out = count_tokens(text, model)
+        response = {
+            "id": f"msg_fake{_stable_int(prompt_text, str(server.calls_total())) % 10**12}",
+            "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "max_tokens" if text != full else "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": total_tokens - read - created,
+                      "cache_creation_input_tokens": created, "cache_read_input_tokens": read,
+                      "cache_creation": {"ephemeral_5m_input_tokens": written["5m"],
+                                         "ephemeral_1h_input_tokens": written["1h"]},
+                      "output_tokens": out, "service_tier": "standard"},
+        }
+        return response, out
+
+    @staticmethod
+    def _cache_ttl(content) -> str | None:
+        """The TTL of the last `cache_control` in a system prompt or message content, if any."""
+        ttl = None
+        if isinstance(content, list):
+            for block in content:
+                control = block.get("cache_control") if isinstance(block, dict) else None
+                if control:
+                    ttl = control.get("ttl", "5m")
+                    if ttl not in CACHE_TTL_S:
+                        raise WireError(400, f"cache_control.ttl: expected '5m' or '1h', got {ttl!r}")
+        return ttl
+
+    @staticmethod
+    def _cache(cache: PrefixCache, model: str, breakpoints, now_s: float) -> tuple[int, dict]:
+        """Tokens read from cache (longest breakpoint seen) and written per TTL after it."""
+        minimum = ANTHROPIC_HAIKU_MIN_CACHE_TOKENS if "haiku" in model else ANTHROPIC_MIN_CACHE_TOKENS
+        eligible = [b for b in breakpoints if b[0] >= minimum]
+        read = max((tokens for tokens, key, _ in eligible if cache.seen(key, now_s)), default=0)
+        written, covered = {"5m": 0, "1h": 0}, read
+        for tokens, key, ttl in eligible:
+            if tokens > covered:
+                written[ttl] += tokens - covered
+                covered = tokens
+            cache.store(key, now_s, CACHE_TTL_S[ttl])
+        return read, written
+
+    @staticmethod
+    def error_body(status: int, message: str) -> dict:
+        kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+class GeminiWire:
+    """`POST /v1beta/models/{model}:generateContent`, with implicit caching and thinking tokens."""
+
+    provider = "google"
+
+    def answer(self, server: FakeProviderServer, body: dict, model: str) -> tuple[dict, int]:
+        contents = body.get("contents")
+        if not isinstance(contents, list) or not contents:
+            raise WireError(400, "contents: expected a non-empty list")
+        config = body.get("generationConfig") or body.get("generation_config") or {}
+        max_tokens = _required_int(config, "maxOutputTokens", "max_output_tokens", default=8192)
+        system = body.get("systemInstruction") or body.get("system_instruction")
+        system_text = _text(system.get("parts")) if isinstance(system, dict) else None
+        plain = [{"role": c.get("role", "user"), "parts": [{"text": _text(c.get("parts"))}]} for c in contents]
+        prompt_tokens = count_messages(plain, model, "google", system=system_text)
+        prompt_text = (f"system:{system_text}\n" if system_text else "") + "\n".join(
+            f"{c['role']}:{c['parts'][0]['text']}" for c in plain)
+        minimum = GEMINI_PRO_MIN_CACHE_TOKENS if "pro" in model else GEMINI_MIN_CACHE_TOKENS
+        cached = min(implicit_cached_tokens(server.caches["google"], f"google\x00{model}", prompt_text,
+                                            minimum, time.monotonic()), prompt_tokens)
+        # proto JSON: the real API accepts lowerCamel and snake_case names alike
+        thinking = config.get("thinkingConfig") or config.get("thinking_config") or {}
+        budget = thinking.get("thinkingBudget", thinking.get("thinking_budget")) or 0
+        # thinking counts against maxOutputTokens, as on the real API
+        thoughts = min(int(budget), REPLY_MIN_TOKENS + _stable_int("thoughts", model, prompt_text) % 200,
+                       max_tokens - 1) if budget and budget > 0 else 0
+        full = reply_text(model, prompt_text)
+        text = cut_to_tokens(full, max_tokens - thoughts)
+        out = count_tokens(text, model)
+        usage = {"promptTokenCount": prompt_tokens, "candidatesTokenCount": out,
+                 "totalTokenCount": prompt_tokens + out + thoughts,
+                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}]}
+        if cached:
+            usage["cachedContentTokenCount"] = cached
+            usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+        response = {
+            "candidates": [{"content": {"parts": [{"text": text}], "role": "model"},
+                            "finishReason": "MAX_TOKENS" if text != full else "STOP", "index": 0}],
+            "usageMetadata": usage, "modelVersion": model,
+            "responseId": f"fake{_stable_int(prompt_text, str(server.calls_total())) % 10**12}",
+        }
+        return response, out + thoughts
+
+    @staticmethod
+    def error_body(status: int, message: str) -> dict:
+        state = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
+                 500: "INTERNAL", 503: "UNAVAILABLE"}.get(status, "UNKNOWN")
+        return {"error": {"code": status, "message": message, "status": state}}
+
+
+WIRES = {"openai": OpenAIWire(), "anthropic": AnthropicWire(), "google": GeminiWire()}
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes a request to its provider's wire format; never logs headers (they carry keys)."""
+
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+    timeout = 60
+
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's name
+        pass  # the request line of some SDKs carries a key in the query string: log nothing
+
+    def _send_json(self, status: int, obj: dict, retry_after_s: float | None = None) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        if retry_after_s is not None:
+            self.send_header("retry-after", f"{retry_after_s:g}")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _read_json(self) -> dict:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            raise WireError(400, "the request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise WireError(400, "the request body must be a JSON object")
+        return body
+
+    def do_GET(self):  # noqa: N802 - the stdlib's name
+        fake = self.server.fake
+        if urlsplit(self.path).path == "/_fake/stats":
+            self._send_json(200, fake.stats())
+        else:
+            self._send_json(404, {"error": {"message": f"no such path {urlsplit(self.path).path}"}})
+
+    def do_POST(self):  # noqa: N802 - the stdlib's name
+        fake, path = self.server.fake, urlsplit(self.path).path
+        if path.startswith("/_fake/"):
+            self._admin(fake, path)
+            return
+        if path == "/v1/chat/completions":
+            provider, model = "openai", None
+        elif path == "/v1/messages":
+            provider, model = "anthropic", None
+        elif match := _GEMINI_PATH.match(path):
+            provider, model = "google", match.group(1)
+        else:
+            self._send_json(404, {"error": {"message": f"the fake server has no endpoint {path}"}})
+            return
+        wire = WIRES[provider]
+        try:
+            body = self._read_json()
+            model = model or str(body.get("model") or "")
+            self._check_key(provider)
+            header = self.headers.get(FAIL_HEADER)
+            failure = parse_fail_header(header) if header else fake.script.take(provider)
+            if failure is not None:
+                fake.record(provider, model, failure.status)
+                raise WireError(failure.status, f"scripted failure {failure.status} from the fake {provider} server",
+                                failure.retry_after_s)
+            response, output_tokens = wire.answer(fake, body, model)
+        except WireError as exc:
+            if exc.status in (400, 401):
+                fake.record(provider, model or "", exc.status)
+            self._send_json(exc.status, wire.error_body(exc.status, exc.message), exc.retry_after_s)
+            return
+        delay_s = (fake.latency_ms + fake.ms_per_output_token * output_tokens) / 1000.0
+        if delay_s > 0:
+            time.sleep(delay_s)
+        fake.record(provider, model, 200)
+        self._send_json(200, response)
+
+    def _check_key(self, provider: str) -> None:
+        """Refuse a call with no key, as the real APIs do (the key itself is never kept)."""
+        h = self.headers
+        present = {"openai": (h.get("authorization") or "").startswith("Bearer ") and len(h["authorization"]) > 7,
+                   "anthropic": bool(h.get("x-api-key")) or bool(h.get("authorization")),
+                   "google": bool(h.get("x-goog-api-key")) or "key=" in (urlsplit(self.path).query or "")}[provider]
+        if not present:
+            raise WireError(401, "no API key was sent")
+
+    def _admin(self, fake: FakeProviderServer, path: str) -> None:
+        try:
+            body = self._read_json()
+            if path == "/_fake/fail":
+                fake.fail_next(int(body.get("count", 1)), int(body.get("status", 429)),
+                               body.get("retry_after_s"), body.get("provider"))
+            elif path == "/_fake/config":
+                fake.configure(latency_ms=body.get("latency_ms"),
+                               ms_per_output_token=body.get("ms_per_output_token"))
+            elif path == "/_fake/reset":
+                fake.reset()
+            else:
+                raise WireError(404, f"no admin endpoint {path}")
+        except (WireError, ValueError, TypeError) as exc:
+            self._send_json(getattr(exc, "status", 400), {"error": {"message": str(exc)}})
+            return
+        self._send_json(200, fake.stats())
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False   # keep-alive connections of SDK clients must not stall shutdown
+    fake: FakeProviderServer
+
+
+class FakeProviderServer:
+    """The fake providers on 127.0.0.1, started and stopped as a context manager.
+
+    >>> with FakeProviderServer(port=0) as server:
+    ...     client = openai.OpenAI(api_key="x", base_url=server.base_url("openai"))
+    """
+
+    def __init__(self, port: int = 0, *, latency_ms: float = 0.0, ms_per_output_token: float = 0.0):
+        self.requested_port = port
+        self.latency_ms, self.ms_per_output_token = float(latency_ms), float(ms_per_output_token)
+        self.script = FailureScript()
+        self.caches = {p: PrefixCache() for p in PROVIDERS}
+        self.calls: list[dict] = []      # one entry per answered call: provider, model, status
+        self._calls_lock = threading.Lock()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> FakeProviderServer:
+        if self._httpd is not None:
+            return self
+        try:
+            self._httpd = _HTTPServer((HOST, self.requested_port), _Handler)
+        except OSError as exc:
+            from lab.errors import ConfigError
+
+            raise ConfigError(f"fake server: cannot listen on {HOST}:{self.requested_port} ({exc.strerror})") from None
+        self._httpd.fake = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="costlab-fake-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+        self._httpd = self._thread = None
+
+    def __enter__(self) -> FakeProviderServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- addresses ------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("the fake server is not running")
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def base_url(self, provider: str) -> str:
+        """The base URL to hand `provider`'s SDK (OpenAI's includes `/v1`)."""
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider: expected one of {PROVIDERS}, got {provider!r}")
+        return f"{self.url}/v1" if provider == "openai" else self.url
+
+    # -- behaviour ------------------------------------------------------------------------
+
+    def fail_next(self, n: int = 1, status: int = 429, retry_after_s: float | None = None,
+                  provider: str | None = None) -> None:
+        """Answer the next `n` calls with HTTP `status` (and `retry-after` when given)."""
+        self.script.fail_next(n, status, retry_after_s, provider)
+
+    def configure(self, *, latency_ms: float | None = None, ms_per_output_token: float | None = None) -> None:
+        """Change the simulated latency: a fixed part plus a part per output token."""
+        if latency_ms is not None:
+            self.latency_ms = float(latency_ms)
+        if ms_per_output_token is not None:
+            self.ms_per_output_token = float(ms_per_output_token)
+
+    def reset(self) -> None:
+        """Forget cached prompts, scripted failures and the call log."""
+        self.script.clear()
+        for cache in self.caches.values():
+            cache.clear()
+        with self._calls_lock:
+            self.calls.clear()
+
+    def record(self, provider: str, model: str, status: int) -> None:
+        with self._calls_lock:
+            self.calls.append({"provider": provider, "model": model, "status": status})
+
+    def calls_total(self) -> int:
+        return len(self.calls)
+
+    def stats(self) -> dict:
+        with self._calls_lock:
+            calls = list(self.calls)
+        by_status: dict[str, int] = {}
+        for c in calls:
+            by_status[str(c["status"])] = by_status.get(str(c["status"]), 0) + 1
+        return {"calls": len(calls), "by_status": by_status, "scripted_failures_left": len(self.script),
+                "latency_ms": self.latency_ms, "ms_per_output_token": self.ms_per_output_token}
