@@ -17,6 +17,9 @@ from lab.errors import CostlabError
 
 EXIT_USAGE = 2
 
+#: modules that add subcommands with `register(subparsers)`, in the order `--help` lists them
+EXTRA_COMMAND_MODULES = ("cli_live", "cli_twin", "cli_report", "cli_sweep", "cli_grade")
+
 
 def _write_json_atomic(path: str, obj) -> None:
     target = Path(path)
@@ -198,12 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_tokens)
 
+    import importlib
     import importlib.util
 
-    if importlib.util.find_spec("lab.cli_live") is not None:  # commands of the live-provider part
-        from lab import cli_live
-
-        cli_live.register(sub)
+    for name in EXTRA_COMMAND_MODULES:  # each part of costlab adds its own commands
+        if importlib.util.find_spec(f"lab.{name}") is not None:
+            importlib.import_module(f"lab.{name}").register(sub)
     return p
 
 
