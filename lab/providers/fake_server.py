@@ -46,6 +46,7 @@ GEMINI_MIN_CACHE_TOKENS, GEMINI_PRO_MIN_CACHE_TOKENS = 1024, 4096
 CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
 #: natural reply lengths (tokens) before `max_tokens` cuts them
 REPLY_MIN_TOKENS, REPLY_SPREAD_TOKENS = 40, 160
+CALL_LOG_SIZE = 1000
 
 _GEMINI_PATH = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):generateContent$")
 
@@ -490,7 +491,7 @@ class _Handler(BaseHTTPRequestHandler):
         delay_s = (fake.latency_ms + fake.ms_per_output_token * output_tokens) / 1000.0
         if delay_s > 0:
             time.sleep(delay_s)
-        fake.record(provider, model, 200)
+        fake.record(provider, model, 200, response)
         self._send_json(200, response)
 
     def _check_key(self, provider: str) -> None:
@@ -539,8 +540,11 @@ class FakeProviderServer:
         self.latency_ms, self.ms_per_output_token = float(latency_ms), float(ms_per_output_token)
         self.script = FailureScript()
         self.caches = {p: PrefixCache() for p in PROVIDERS}
-        self.calls: list[dict] = []      # one entry per answered call: provider, model, status
+        #: the latest answered calls: provider, model, status and (on success) the JSON sent back
+        self.calls: deque[dict] = deque(maxlen=CALL_LOG_SIZE)
         self._calls_lock = threading.Lock()
+        self._calls_total = 0
+        self._by_status: dict[str, int] = {}
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -556,7 +560,8 @@ class FakeProviderServer:
 
             raise ConfigError(f"fake server: cannot listen on {HOST}:{self.requested_port} ({exc.strerror})") from None
         self._httpd.fake = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="costlab-fake-server", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="costlab-fake-server", daemon=True)
         self._thread.start()
         return self
 
@@ -592,6 +597,10 @@ class FakeProviderServer:
             raise ValueError(f"provider: expected one of {PROVIDERS}, got {provider!r}")
         return f"{self.url}/v1" if provider == "openai" else self.url
 
+    def base_urls(self) -> dict[str, str]:
+        """`{provider: base URL}` for all three, as `lab.live.Session(base_url=...)` takes it."""
+        return {p: self.base_url(p) for p in PROVIDERS}
+
     # -- behaviour ------------------------------------------------------------------------
 
     def fail_next(self, n: int = 1, status: int = 429, retry_after_s: float | None = None,
@@ -613,19 +622,20 @@ class FakeProviderServer:
             cache.clear()
         with self._calls_lock:
             self.calls.clear()
+            self._calls_total = 0
+            self._by_status.clear()
 
-    def record(self, provider: str, model: str, status: int) -> None:
+    def record(self, provider: str, model: str, status: int, response: dict | None = None) -> None:
         with self._calls_lock:
-            self.calls.append({"provider": provider, "model": model, "status": status})
+            self._calls_total += 1
+            self._by_status[str(status)] = self._by_status.get(str(status), 0) + 1
+            self.calls.append({"provider": provider, "model": model, "status": status, "response": response})
 
     def calls_total(self) -> int:
-        return len(self.calls)
+        return self._calls_total
 
     def stats(self) -> dict:
         with self._calls_lock:
-            calls = list(self.calls)
-        by_status: dict[str, int] = {}
-        for c in calls:
-            by_status[str(c["status"])] = by_status.get(str(c["status"]), 0) + 1
-        return {"calls": len(calls), "by_status": by_status, "scripted_failures_left": len(self.script),
+            by_status = dict(self._by_status)
+        return {"calls": self._calls_total, "by_status": by_status, "scripted_failures_left": len(self.script),
                 "latency_ms": self.latency_ms, "ms_per_output_token": self.ms_per_output_token}
