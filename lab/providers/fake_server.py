@@ -479,13 +479,11 @@ class _Handler(BaseHTTPRequestHandler):
             header = self.headers.get(FAIL_HEADER)
             failure = parse_fail_header(header) if header else fake.script.take(provider)
             if failure is not None:
-                fake.record(provider, model, failure.status)
                 raise WireError(failure.status, f"scripted failure {failure.status} from the fake {provider} server",
                                 failure.retry_after_s)
             response, output_tokens = wire.answer(fake, body, model)
         except WireError as exc:
-            if exc.status in (400, 401):
-                fake.record(provider, model or "", exc.status)
+            fake.record(provider, model or "", exc.status)
             self._send_json(exc.status, wire.error_body(exc.status, exc.message), exc.retry_after_s)
             return
         delay_s = (fake.latency_ms + fake.ms_per_output_token * output_tokens) / 1000.0
