@@ -40,6 +40,8 @@ class RunArrays:
         self.answered_by = np.full(n, -1, dtype=np.int8)      # stage that answered, -1: a provider did
         self.extra_cost_usd = np.zeros(n, dtype=np.float64)  # e.g. a background refresh it triggered
         self.cost_usd = np.zeros(n, dtype=np.float64)         # priced after the run
+        self.attempts = np.zeros(n, dtype=np.int8)            # provider calls made for the request
+        self.status = np.zeros(n, dtype=np.int16)             # last HTTP status (0: no provider call)
 
     def latency_ms(self, t_arrival_s: np.ndarray) -> np.ndarray:
         return ((self.t_done_s - t_arrival_s) * 1000.0).astype(np.float32)
@@ -75,6 +77,8 @@ def build_ledger(requests, run: RunArrays, baseline: RunArrays, provider_names, 
         "cache_write_tokens": run.cache_write_tokens,
         "quality": run.quality,
         "priority": pd.Categorical.from_codes(requests.priority, categories=["high", "normal", "low"]),
+        "attempts": run.attempts,
+        "http_status": run.status,
     }
     for k, name in enumerate(stage_names):
         cols[f"stage_{name}"] = (run.stage_flags & np.uint32(1 << k)) != 0

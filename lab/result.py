@@ -72,7 +72,7 @@ class Result:
             "latency_ms": {"p50": _pct(latency, 50), "p95": _pct(latency, 95), "p99": _pct(latency, 99)},
             "queue_ms": {"mean": float(run.queue_ms[served].mean()) if served.any() else 0.0,
                          "p95": _pct(run.queue_ms[served], 95)},
-            "quality_mean": float(run.quality.mean()),
+            "quality_mean": float(run.quality[~failed].mean()) if (~failed).any() else 0.0,
             "provider_calls": int(served.sum()),
         }
 

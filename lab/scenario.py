@@ -87,6 +87,10 @@ class Traffic:
     priorities: tuple[tuple[str, float], ...] = (("normal", 1.0),)
     prefix: Prefix | None = None
     updates: Updates | None = None
+    max_tokens: int = 4096                 # the output cap each request sends (budgets reserve on it)
+    difficulty: Dist | None = None         # enables the quality model (lab/quality.py)
+    min_quality: float = 0.0               # the quality a request needs (routers respect it)
+    may_wait_share: float = 0.0            # share of requests that tolerate hours (batch APIs)
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,22 @@ class Provider:
     ttft_ms: Dist | None = None
     tokens_per_s: float = 0.0
     error_rate: float = 0.0
+    bad_request_rate: float = 0.0          # 400s: the request itself is wrong; never worth a retry
     error_latency_ms: float = 0.0
     outages: tuple[tuple[float, float], ...] = ()
+    rate_limits: str = "none"              # "none" | "published" (tier-1 limits from lab/data/models.toml)
+    rpm: float = 0.0                       # explicit limits override; 0 = none
+    tpm: float = 0.0                       # input + max_tokens per minute (OpenAI's estimate)
+    itpm: float = 0.0                      # Anthropic: input tokens per minute
+    otpm: float = 0.0                      # Anthropic: output tokens per minute, estimated from max_tokens
+
+    def limits(self, info) -> dict[str, float]:
+        """The per-minute limits this provider enforces, by kind (rpm, tpm, itpm, otpm)."""
+        out = {"rpm": self.rpm, "tpm": self.tpm, "itpm": self.itpm, "otpm": self.otpm}
+        if self.rate_limits == "published":
+            out["rpm"] = out["rpm"] or info.rpm
+            out["tpm"] = out["tpm"] or info.tpm
+        return out
 
 
 @dataclass(frozen=True)
@@ -231,7 +249,11 @@ def _traffic(t: Table, base_dir: Path) -> Traffic:
         ut.done()
     traffic = Traffic(arrivals=arrivals, prompts=prompts, input_tokens=input_tokens, output_tokens=output_tokens,
                       tenants=_weighted(t, "tenants"), features=_weighted(t, "features"),
-                      priorities=priorities, prefix=prefix, updates=updates)
+                      priorities=priorities, prefix=prefix, updates=updates,
+                      max_tokens=t.integer("max_tokens", 4096, min=1),
+                      difficulty=t.dist("difficulty", None, kinds=("constant", "uniform", "empirical")),
+                      min_quality=t.probability("min_quality", 0.0),
+                      may_wait_share=t.probability("may_wait_share", 0.0))
     t.done()
     return traffic
 
@@ -289,6 +311,10 @@ def _provider(t: Table) -> Provider:
     p = Provider(name=name, model=model, kind=t.string("kind", "mock", choices=("mock",)),
                  concurrency=t.integer("concurrency", 64, min=1), latency_ms=latency, ttft_ms=ttft,
                  tokens_per_s=tokens_per_s, error_rate=t.probability("error_rate", 0.0),
-                 error_latency_ms=t.number("error_latency_ms", 0.0, min=0.0), outages=tuple(sorted(outages)))
+                 bad_request_rate=t.probability("bad_request_rate", 0.0),
+                 error_latency_ms=t.number("error_latency_ms", 0.0, min=0.0), outages=tuple(sorted(outages)),
+                 rate_limits=t.string("rate_limits", "none", choices=("none", "published")),
+                 rpm=t.number("rpm", 0.0, min=0.0), tpm=t.number("tpm", 0.0, min=0.0),
+                 itpm=t.number("itpm", 0.0, min=0.0), otpm=t.number("otpm", 0.0, min=0.0))
     t.done()
     return p

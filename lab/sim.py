@@ -30,10 +30,15 @@ class Simulation:
         self.scenario, self.requests, self.seed = scenario, requests, seed
         self.env = simpy.Environment()
         self.run = RunArrays(len(requests))
+        self.target = np.zeros(len(requests), dtype=np.int8)          # provider a request will go to
+        self.retry_after_s = np.zeros(len(requests), dtype=np.float32)  # from a 429, for retry stages
         _, provider_seeds, stage_seeds = np.random.SeedSequence(seed).spawn(3)
         self.providers = [MockProvider(self, cfg, k, np.random.default_rng(s))
                           for k, (cfg, s) in enumerate(zip(scenario.providers, provider_seeds.spawn(len(scenario.providers))))]
         self.cache_write_1h = False   # a prompt-cache stage with 1-hour writes sets this
+        from lab.quality import QualityModel
+
+        self.quality_model = QualityModel(requests) if requests.difficulty is not None else None
         configs = scenario.pipeline if optimized else ()
         self.stages = [build_stage(cfg, self, j, np.random.default_rng(s))
                        for j, (cfg, s) in enumerate(zip(configs, stage_seeds.spawn(len(configs))))]
@@ -67,19 +72,28 @@ class Simulation:
         self.dispatch(i)
 
     def dispatch(self, i: int) -> None:
-        self.providers[0].submit(i)
+        """Hand request i to its target provider (the first one unless a router chose)."""
+        self.providers[self.target[i]].submit(i)
 
     def on_start(self, i: int, provider) -> None:
         for stage in self._start_hooks:
             stage.on_start(i, provider)
 
-    def complete(self, i: int, outcome: int) -> None:
-        """A provider answered request i (or failed): record it and tell the stages."""
+    def complete(self, i: int, outcome: int, status: int = 200) -> None:
+        """A provider answered request i (or failed): record it and tell the stages, last first.
+
+        A stage may take the response over (a retry, a cascade escalating): it returns True,
+        and the request is not finished yet as far as the stages before it are concerned.
+        """
         run = self.run
         run.outcome[i] = outcome
+        run.status[i] = status
         run.t_done_s[i] = self.env.now
+        if self.quality_model is not None and outcome == OK:
+            run.quality[i] = self.quality_model.score(self.providers[run.provider[i]], i)
         for stage in self._response_hooks:
-            stage.on_response(i)
+            if stage.on_response(i):
+                return
 
     def answer(self, i: int, outcome: int, stage, delay_s: float = 0.0, quality: float | None = None) -> None:
         """A stage answered request i itself (no provider), `delay_s` after now."""
@@ -107,8 +121,8 @@ class Simulation:
     def _notify_upstream(self, i: int, answered_at: int) -> None:
         """The stages before `answered_at` passed request i on: tell them it has its answer."""
         for stage in self._response_hooks:
-            if stage.index < answered_at:
-                stage.on_response(i)
+            if stage.index < answered_at and stage.on_response(i):
+                return
 
     def price_of(self, provider):
         return model_prices(provider.name, provider.model)

@@ -38,6 +38,9 @@ class Requests:
     prefix_tokens: np.ndarray        # int32 tokens of the shared prefix
     tenant_names: tuple[str, ...]
     feature_names: tuple[str, ...]
+    max_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))  # output cap sent
+    difficulty: np.ndarray | None = None     # float32 in [0, 1] when the quality model is on
+    may_wait: np.ndarray | None = None       # bool: tolerates a batch API's hours
     block_tokens: int = 0            # tokens per prefix block
     block_ids: np.ndarray | None = None      # trace prefix blocks (flat), e.g. Mooncake hash_ids
     block_offsets: np.ndarray | None = None
@@ -210,6 +213,13 @@ def make_requests(scenario: Scenario, rng: np.random.Generator, requests: int | 
                    tenant_names=tuple(w.name for w in tr.tenants),
                    feature_names=tuple(w.name for w in tr.features),
                    block_tokens=tr.prefix.block_tokens if tr.prefix else 0)
+    # the output cap each request sends; an answer longer than it is cut off there
+    req.max_tokens = np.full(n, tr.max_tokens, dtype=np.int32)
+    req.output_tokens = np.minimum(req.output_tokens, req.max_tokens)
+    if tr.difficulty is not None:
+        req.difficulty = np.clip(tr.difficulty.sample(rng, n), 0.0, 1.0).astype(np.float32)
+    if tr.may_wait_share:
+        req.may_wait = rng.random(n) < tr.may_wait_share
     if trace is not None and trace.block_ids is not None:
         req.block_tokens = trace.block_tokens
         req.block_offsets = trace.block_offsets[: n + 1]

@@ -1,15 +1,19 @@
-"""A mock provider: a multi-server FIFO queue in SimPy, with errors and outage windows.
+"""A mock provider: a multi-server FIFO queue in SimPy, with rate limits, errors and outages.
 
-The story: a request waits for one of `concurrency` slots, holds it for its service time
-(a latency distribution, or time-to-first-token plus output tokens / tokens-per-second),
-then answers — or fails, with probability `error_rate`, or at once during an outage.
+The story: a request reaches the provider; if its organisation is over its requests- or
+tokens-per-minute limit it is refused at once with a 429 and a Retry-After; during an
+outage it is refused with a 5xx; otherwise it waits for one of `concurrency` slots, holds
+it for its service time (a latency distribution, or time-to-first-token plus output
+tokens / tokens-per-second), then answers — or fails with a 500 (`error_rate`) or a 400
+(`bad_request_rate`).
 
 Why callbacks and not a process per request: a process costs a `Request`, a `Timeout`
 and a generator resume per request; here a request that finds a free slot costs exactly
 one `Timeout` whose callback frees the slot and starts the next waiter. The queueing is
-the same M/M/c (or G/G/c) FIFO discipline, checked against Erlang C in the tests.
-Service times and error draws are drawn per request up front from this provider's own
-random stream, so a run and its baseline see the same numbers for the same request.
+the same M/M/c (or G/G/c) FIFO discipline, checked against Erlang C and against a
+textbook SimPy model in the tests and the benchmark. Service times and failure draws are
+drawn per request up front from this provider's own random stream, so a run and its
+baseline see the same numbers for the same request.
 """
 
 from __future__ import annotations
@@ -22,6 +26,35 @@ from lab.ledger import ERROR, OK
 from lab.models import model_info
 from lab.scenario import Provider
 
+#: the status an overloaded provider answers with during an outage
+OUTAGE_STATUS = {"openai": 503, "anthropic": 529, "google": 503}
+
+
+class TokenBucket:
+    """A per-minute limit refilled continuously, as providers describe their rate limits."""
+
+    def __init__(self, per_minute: float):
+        self.capacity = float(per_minute)
+        self.level = float(per_minute)
+        self.rate_per_s = per_minute / 60.0
+        self.t_s = 0.0
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.t_s) * self.rate_per_s)
+        self.t_s = now
+
+    def wait_s(self, amount: float, now: float) -> float:
+        """0 if `amount` fits now, else how long until it would."""
+        self.refill(now)
+        if amount <= self.level:
+            return 0.0
+        if amount > self.capacity:
+            return float("inf")
+        return (amount - self.level) / self.rate_per_s
+
+    def take(self, amount: float) -> None:
+        self.level -= amount
+
 
 class MockProvider:
     """One provider/model endpoint with a concurrency limit, served first come first served."""
@@ -32,10 +65,18 @@ class MockProvider:
         self.info = model_info(config.name, config.model)
         self.free_slots = config.concurrency
         self.waiting: deque[int] = deque()
-        self.service_s = self._draw_service_s(rng, sim.requests.output_tokens)
-        self.fails = rng.random(len(sim.requests)) < config.error_rate if config.error_rate else None
+        req = sim.requests
+        self.service_s = self._draw_service_s(rng, req.output_tokens)
+        n = len(req)
+        draws = rng.random(n) if (config.error_rate or config.bad_request_rate) else None
+        self.fails = draws < config.error_rate if config.error_rate else None
+        self.bad = (draws >= 1.0 - config.bad_request_rate) if config.bad_request_rate else None
         self.outages = config.outages
-        self.calls = 0
+        self.outage_status = OUTAGE_STATUS.get(config.name, 503)
+        limits = config.limits(self.info)
+        self.buckets = [(TokenBucket(v), kind) for kind, v in limits.items() if v]
+        self.retry_rng = np.random.default_rng(rng.integers(1 << 62))  # fresh draws for retried attempts
+        self.calls = self.rate_limited = 0
 
     def _draw_service_s(self, rng, output_tokens: np.ndarray) -> np.ndarray:
         cfg, n = self.config, len(output_tokens)
@@ -50,16 +91,42 @@ class MockProvider:
     def in_outage(self, t_s: float) -> bool:
         return any(start <= t_s < end for start, end in self.outages)
 
+    def _usage(self, i: int, kind: str) -> float:
+        req = self.sim.requests
+        if kind == "rpm":
+            return 1.0
+        if kind == "itpm":
+            return float(req.input_tokens[i])
+        if kind == "otpm":
+            return float(req.max_tokens[i])
+        return float(req.input_tokens[i] + req.max_tokens[i])   # tpm: input + max_tokens, as OpenAI estimates
+
+    def _over_limit_s(self, i: int) -> float:
+        """0 if request i fits every limit now (and takes its share), else the Retry-After."""
+        now = self.env.now
+        wait = max(bucket.wait_s(self._usage(i, kind), now) for bucket, kind in self.buckets)
+        if wait == 0.0:
+            for bucket, kind in self.buckets:
+                bucket.take(self._usage(i, kind))
+        return wait
+
     # -- the story -------------------------------------------------------------------
 
     def submit(self, i: int) -> None:
-        """Request i arrives at the provider: take a free slot or wait in line."""
+        """Request i arrives at the provider: refused, or a free slot, or wait in line."""
         run = self.sim.run
         run.provider[i] = self.index
         run.t_dispatch_s[i] = self.env.now
+        run.attempts[i] += 1
         if self.outages and self.in_outage(self.env.now):
-            self._answer_after(i, self.config.error_latency_ms / 1000.0)
+            self._refuse(i, self.outage_status, 0.0)
             return
+        if self.buckets:
+            retry_after_s = self._over_limit_s(i)
+            if retry_after_s:
+                self.rate_limited += 1
+                self._refuse(i, 429, retry_after_s)
+                return
         if self.free_slots:
             self.free_slots -= 1
             self._serve(i)
@@ -82,15 +149,24 @@ class MockProvider:
             self.env.timeout(self.service_s[-1 - i], i).callbacks.append(self._finished)
             return
         run, now = self.sim.run, self.env.now
-        run.queue_ms[i] = (now - run.t_dispatch_s[i]) * 1000.0
+        run.queue_ms[i] += (now - run.t_dispatch_s[i]) * 1000.0
         self.sim.on_start(i, self)
-        if self.fails is not None and self.fails[i]:
-            service_s = min(self.config.error_latency_ms / 1000.0, self.service_s[i]) \
-                if self.config.error_latency_ms else self.service_s[i]
-        else:
-            service_s = self.service_s[i]
-        run.service_ms[i] = service_s * 1000.0
+        service_s = self.service_s[i]
+        status = run.status[i] = self._status(i)
+        if self.config.error_latency_ms and status != 200:
+            service_s = min(self.config.error_latency_ms / 1000.0, service_s)
+        run.service_ms[i] += service_s * 1000.0
         self.env.timeout(service_s, i).callbacks.append(self._finished)
+
+    def _status(self, i: int) -> int:
+        """200, or the failure this attempt meets: the first attempt uses the shared draws."""
+        if self.sim.run.attempts[i] > 1:
+            return 500 if self.config.error_rate and self.retry_rng.random() < self.config.error_rate else 200
+        if self.bad is not None and self.bad[i]:
+            return 400
+        if self.fails is not None and self.fails[i]:
+            return 500
+        return 200
 
     def _finished(self, event) -> None:
         i = event.value
@@ -101,10 +177,16 @@ class MockProvider:
         if i < 0:
             self.sim.background_done(-1 - i, self)
             return
-        failed = self.fails is not None and self.fails[i]
-        self.sim.complete(i, ERROR if failed else OK)
+        status = int(self.sim.run.status[i])
+        self.sim.complete(i, OK if status == 200 else ERROR, status)
 
-    def _answer_after(self, i: int, delay_s: float) -> None:
-        """An outage refuses the connection: an error after `error_latency_ms`, no slot used."""
-        self.sim.run.service_ms[i] = delay_s * 1000.0
-        self.env.timeout(delay_s, i).callbacks.append(lambda ev: self.sim.complete(ev.value, ERROR))
+    def _refuse(self, i: int, status: int, retry_after_s: float) -> None:
+        """Refused without using a slot: answered after `error_latency_ms`."""
+        delay_s = self.config.error_latency_ms / 1000.0
+        self.sim.run.service_ms[i] += delay_s * 1000.0
+        self.sim.retry_after_s[i] = retry_after_s
+        self.env.timeout(delay_s, (i, status)).callbacks.append(self._refused)
+
+    def _refused(self, event) -> None:
+        i, status = event.value
+        self.sim.complete(i, ERROR, status)
