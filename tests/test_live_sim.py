@@ -160,3 +160,15 @@ def test_a_live_provider_needs_a_budget(fake):
     sc, stream = small_stream()
     with pytest.raises(ConfigError, match="budget_usd"):
         live_sim(sc, stream, LiveConfig("openai", "gpt-4o-mini", base_url=fake.base_url("openai"), budget_usd=None))
+
+
+def test_a_failed_call_is_an_error_with_its_status(fake):
+    from lab.ledger import ERROR
+
+    sc, stream = small_stream(n=6)
+    fake.fail_next(1, 400)
+    sim = live_sim(sc, stream, LiveConfig("google", "gemini-2.5-flash", base_url=fake.base_url("google")))
+    run = sim.run_to_end()
+    assert run.outcome[0] == ERROR and run.status[0] == 400 and sim.providers[0].failed == 1
+    assert (run.outcome[1:] == OK).all() and (run.status[1:] == 200).all()
+    assert sim.providers[0].measured_cost_usd[0] == 0 and (sim.providers[0].measured_cost_usd[1:] > 0).all()

@@ -533,6 +533,7 @@ class LiveProvider:
         run = self.sim.run
         run.provider[i] = self.index
         run.t_dispatch_s[i] = self.env.now
+        run.attempts[i] += 1
         self._take_slot(i)
 
     def submit_background(self, i: int) -> None:
@@ -547,18 +548,20 @@ class LiveProvider:
             self.waiting.append(i)
 
     def _serve(self, i: int) -> None:
+        """Send the call now (wall clock) and hold the slot for its measured latency (simulated clock)."""
         background, r = i < 0, (-1 - i if i < 0 else i)
         run = self.sim.run
         if not background:
-            run.queue_ms[i] = (self.env.now - run.t_dispatch_s[i]) * 1000.0
+            run.queue_ms[i] += (self.env.now - run.t_dispatch_s[i]) * 1000.0
             self.sim.on_start(i, self)
-        outcome, service_s = self._call(r, background)
+        outcome, status, service_s = self._call(r, background)
         if not background:
-            run.service_ms[i] = service_s * 1000.0
-        self.env.timeout(service_s, (i, outcome)).callbacks.append(self._finished)
+            run.status[i] = status
+            run.service_ms[i] += service_s * 1000.0
+        self.env.timeout(service_s, (i, outcome, status)).callbacks.append(self._finished)
 
-    def _call(self, r: int, background: bool):
-        """Send request r for real; (outcome, service time in seconds)."""
+    def _call(self, r: int, background: bool) -> tuple[int, int, float]:
+        """Send request r for real: (outcome, HTTP status or 0 when no call was made, service seconds)."""
         import time
 
         from lab.ledger import ERROR, OK, REJECTED
@@ -567,30 +570,33 @@ class LiveProvider:
         requests = self.sim.requests
         chat = synthesize_chat(requests, r, self.name, self.model)
         started = time.perf_counter()
-        self.calls += 1
         try:
             result = self.session.call(self.name, self.model, [{"role": "user", "content": chat.messages[0][1]}],
                                        system=chat.system, max_tokens=max(int(requests.output_tokens[r]), 1),
                                        cache=self.cache)
         except BudgetExceeded:
             self.refused += 1
-            return REJECTED, 0.0
-        except ProviderError:
+            return REJECTED, 0, 0.0
+        except ProviderError as error:
+            self.calls += 1
             self.failed += 1
-            return ERROR, time.perf_counter() - started
+            if not background and error.status == 429:
+                self.sim.retry_after_s[r] = error.retry_after_s or 0.0
+            return ERROR, int(error.status or 0), time.perf_counter() - started
+        self.calls += 1
         if background:
             self.background_cost_usd += result.cost_usd
         else:
             run = self.sim.run
             run.cached_input_tokens[r] = result.cached_input_tokens
             run.cache_write_tokens[r] = result.cache_write_tokens
-            self.measured_cost_usd[r] = result.cost_usd
+            self.measured_cost_usd[r] += result.cost_usd
             self.measured_input_tokens[r] = result.input_tokens
             self.measured_output_tokens[r] = result.output_tokens
-        return OK, (result.latency_ms + result.retry_wait_ms) / 1000.0
+        return OK, 200, (result.latency_ms + result.retry_wait_ms) / 1000.0
 
     def _finished(self, event) -> None:
-        i, outcome = event.value
+        i, outcome, status = event.value
         if self.waiting:
             self._serve(self.waiting.popleft())
         else:
@@ -598,4 +604,4 @@ class LiveProvider:
         if i < 0:
             self.sim.background_done(-1 - i, self)
             return
-        self.sim.complete(i, outcome)
+        self.sim.complete(i, outcome, status)
