@@ -36,7 +36,12 @@ def cmd_call(args) -> int:
     return 0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cmd_fake_server(args) -> int:
+    import signal
     import threading
 
     from lab.providers.fake_server import PROVIDERS, FakeProviderServer
@@ -50,10 +55,15 @@ def cmd_fake_server(args) -> int:
         print(f"  admin     POST {server.url}/_fake/fail {{\"count\": 2, \"status\": 429, \"retry_after_s\": 1}}"
               f" · POST /_fake/config · POST /_fake/reset · GET /_fake/stats")
         sys.stdout.flush()
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None  # `kill` stops it cleanly
         try:
             threading.Event().wait()
         except KeyboardInterrupt:
             print("\nstopped")
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
     return 0
 
 

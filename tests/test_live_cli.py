@@ -111,7 +111,7 @@ def test_costlab_fake_server_command_serves_until_interrupted(tmp_path):
         result = Session(budget_usd=0.1, base_url=f"{url}/v1").call("openai", "gpt-4o-mini", prompt="hi", max_tokens=5)
         assert result.output_tokens == 5
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "stopped" in out and FAKE_KEY not in out + err
 
