@@ -11,6 +11,7 @@ that lists close names: the lab never guesses $0.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 from dataclasses import dataclass
@@ -115,9 +116,27 @@ def _from_price(provider: str, model_id: str, p, context_window, batch=None) -> 
                        Tiered.of(p.cache_write_1h_mtok), context_window, batch)
 
 
+SERVICE_TIERS = ("standard", "flex", "priority")
+
+
 @functools.cache
-def model_prices(provider: str, model: str) -> ModelPrices:
-    """Prices of `provider`/`model`, or a PricingError naming close model ids."""
+def model_prices(provider: str, model: str, tier: str = "standard") -> ModelPrices:
+    """Prices of `provider`/`model` (at a service tier), or a PricingError naming close model ids.
+
+    "priority" uses genai-prices' priority variant; "flex" its flex variant, or else the
+    batch prices (OpenAI prices Flex processing at Batch API rates). A tier the model does
+    not offer is an error.
+    """
+    if tier != "standard":
+        base = model_prices(provider, model)
+        _, info = _snapshot().find_provider_model(model, None, provider, None)
+        standard = info.get_prices(PRICE_DATE)
+        variant = info.get_prices(PRICE_DATE, {"service_tier": tier})
+        if variant != standard:
+            return _from_price(provider, info.id, variant, info.context_window, base.batch)
+        if tier == "flex" and base.batch is not None:
+            return dataclasses.replace(base.batch, batch=base.batch)
+        raise PricingError(f"genai-prices has no {tier!r} service-tier prices for {provider}/{model}")
     if provider not in PROVIDERS:
         hint = difflib.get_close_matches(provider, PROVIDERS, n=1)
         raise PricingError(f"unknown provider {provider!r}: expected one of {', '.join(PROVIDERS)}"

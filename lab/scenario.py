@@ -113,6 +113,10 @@ class Provider:
     tpm: float = 0.0                       # input + max_tokens per minute (OpenAI's estimate)
     itpm: float = 0.0                      # Anthropic: input tokens per minute
     otpm: float = 0.0                      # Anthropic: output tokens per minute, estimated from max_tokens
+    service_tier: str = "standard"         # "standard" | "flex" (batch prices, slower, may be shed) | "priority"
+    flex_slowdown: float = 2.0             # flex service time multiplier (an assumption; OpenAI: "slower")
+    flex_shed_rate: float = 0.0            # share of flex calls refused with 429 (resource unavailable)
+    priority_speedup: float = 0.8          # priority service time multiplier (an assumption)
 
     def limits(self, info) -> dict[str, float]:
         """The per-minute limits this provider enforces, by kind (rpm, tpm, itpm, otpm)."""
@@ -189,8 +193,12 @@ def scenario_from_dict(data: dict, path: str = "<scenario>") -> Scenario:
     sla = Sla(p95_ms=sla_t.number("p95_ms", 0.0, min=0.0))
     sla_t.done()
     top.done()
-    return Scenario(name=name, description=description, traffic=traffic, providers=providers,
-                    pipeline=pipeline, sla=sla, duration_s=duration_s, requests=requests, path=path)
+    scenario = Scenario(name=name, description=description, traffic=traffic, providers=providers,
+                        pipeline=pipeline, sla=sla, duration_s=duration_s, requests=requests, path=path)
+    from lab.stages import validate_pipeline
+
+    validate_pipeline(scenario, Table(path, "", {}))
+    return scenario
 
 
 def _weighted(t: Table, key: str) -> tuple[Weighted, ...]:
@@ -315,6 +323,15 @@ def _provider(t: Table) -> Provider:
                  error_latency_ms=t.number("error_latency_ms", 0.0, min=0.0), outages=tuple(sorted(outages)),
                  rate_limits=t.string("rate_limits", "none", choices=("none", "published")),
                  rpm=t.number("rpm", 0.0, min=0.0), tpm=t.number("tpm", 0.0, min=0.0),
-                 itpm=t.number("itpm", 0.0, min=0.0), otpm=t.number("otpm", 0.0, min=0.0))
+                 itpm=t.number("itpm", 0.0, min=0.0), otpm=t.number("otpm", 0.0, min=0.0),
+                 service_tier=t.string("service_tier", "standard", choices=("standard", "flex", "priority")),
+                 flex_slowdown=t.number("flex_slowdown", 2.0, min=0.0, strict_min=True),
+                 flex_shed_rate=t.probability("flex_shed_rate", 0.0),
+                 priority_speedup=t.number("priority_speedup", 0.8, min=0.0, strict_min=True))
+    if p.service_tier != "standard":
+        try:
+            model_prices(name, model, p.service_tier)
+        except PricingError as exc:
+            t.fail("service_tier", str(exc))
     t.done()
     return p

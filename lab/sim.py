@@ -104,7 +104,7 @@ class Simulation:
         run.stage_flags[i] |= stage.bit
         if quality is not None:
             run.quality[i] = quality
-        self._notify_upstream(i, stage.index)
+        self.finish_upstream(i, stage.index)
 
     def follow(self, i: int, leader: int, stage, outcome: int) -> None:
         """Request i waited at `stage` for `leader`'s answer and shares it (and its finish time)."""
@@ -116,16 +116,16 @@ class Simulation:
         run.t_done_s[i] = max(self.env.now, run.t_done_s[leader])
         run.quality[i] = run.quality[leader]
         run.stage_flags[i] |= stage.bit
-        self._notify_upstream(i, stage.index)
+        self.finish_upstream(i, stage.index)
 
-    def _notify_upstream(self, i: int, answered_at: int) -> None:
+    def finish_upstream(self, i: int, answered_at: int) -> None:
         """The stages before `answered_at` passed request i on: tell them it has its answer."""
         for stage in self._response_hooks:
             if stage.index < answered_at and stage.on_response(i):
                 return
 
     def price_of(self, provider):
-        return model_prices(provider.name, provider.model)
+        return model_prices(provider.name, provider.model, provider.config.service_tier)
 
     def background_done(self, i: int, provider) -> None:
         for stage in self.stages:
@@ -149,7 +149,7 @@ class Simulation:
             mask = (run.provider == k) & (run.outcome == OK) & (run.answered_by < 0)
             if not mask.any():
                 continue
-            prices = model_prices(provider.name, provider.model)
+            prices = self.price_of(provider)
             run.cost_usd[mask] = prices.cost_usd(req.input_tokens[mask], req.output_tokens[mask],
                                                  run.cached_input_tokens[mask], run.cache_write_tokens[mask],
                                                  write_1h=self.cache_write_1h)

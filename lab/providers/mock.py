@@ -67,6 +67,12 @@ class MockProvider:
         self.waiting: deque[int] = deque()
         req = sim.requests
         self.service_s = self._draw_service_s(rng, req.output_tokens)
+        if config.service_tier == "flex":
+            self.service_s *= config.flex_slowdown
+        elif config.service_tier == "priority":
+            self.service_s *= config.priority_speedup
+        self.shed = (rng.random(len(req)) < config.flex_shed_rate
+                     if config.service_tier == "flex" and config.flex_shed_rate else None)
         n = len(req)
         draws = rng.random(n) if (config.error_rate or config.bad_request_rate) else None
         self.fails = draws < config.error_rate if config.error_rate else None
@@ -120,6 +126,9 @@ class MockProvider:
         run.attempts[i] += 1
         if self.outages and self.in_outage(self.env.now):
             self._refuse(i, self.outage_status, 0.0)
+            return
+        if self.shed is not None and self.shed[i] and run.attempts[i] == 1:
+            self._refuse(i, 429, 1.0)   # flex capacity unavailable: try again later
             return
         if self.buckets:
             retry_after_s = self._over_limit_s(i)

@@ -50,9 +50,21 @@ class Stage:
 
 
 def _registry():
-    from lab.stages import cache, dedup, prompt_cache, semantic_cache
+    from lab.stages import (
+        batch_api,
+        budget,
+        cache,
+        cascade,
+        dedup,
+        prompt_cache,
+        rate_limit,
+        retry,
+        router,
+        semantic_cache,
+    )
 
-    return {m.NAME: m for m in (cache, semantic_cache, dedup, prompt_cache)}
+    return {m.NAME: m for m in (cache, semantic_cache, dedup, prompt_cache, batch_api, budget, rate_limit,
+                                router, cascade, retry)}
 
 
 def stage_names() -> list[str]:
@@ -69,6 +81,17 @@ def parse_stage(t: Table):
     config = registry[name].parse(t)
     t.done()
     return config
+
+
+def validate_pipeline(scenario, table: Table) -> None:
+    """Checks that need the whole scenario (a cascade's models exist, batch prices exist)."""
+    registry = _registry()
+    for k, config in enumerate(scenario.pipeline):
+        check = getattr(registry[config.stage], "validate", None)
+        problem = check(config, scenario) if check else None
+        if problem:
+            field, message = problem
+            table.fail(f"pipeline[{k}].{field}" if field != "stage" else f"pipeline[{k}]", message)
 
 
 def build_stage(config, sim, index: int, rng: np.random.Generator) -> Stage:
