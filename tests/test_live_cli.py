@@ -134,6 +134,7 @@ def _sdk_errors_carrying_the_key(url):
 
 def test_a_key_appears_in_no_output_cassette_ledger_log_or_exception(fake, capsys, caplog, tmp_path, monkeypatch):
     from helpers import scenario
+    from test_live_sim import LiveConfig
 
     from lab.ledger import build_ledger
     from lab.providers.live import LiveProvider
@@ -168,8 +169,7 @@ def test_a_key_appears_in_no_output_cassette_ledger_log_or_exception(fake, capsy
     sc = scenario(requests=5)
     stream = make_requests(sc, np.random.default_rng(0), None)
     sim = Simulation(sc, stream, 0, optimized=False, progress=False)
-    config = type("Config", (), {"name": "openai", "model": "gpt-4o-mini", "kind": "live", "concurrency": 1,
-                                 "base_url": fake.base_url("openai"), "cassette": str(cassette), "budget_usd": 1.0})
+    config = LiveConfig("openai", "gpt-4o-mini", base_url=fake.base_url("openai"), cassette=str(cassette))
     sim.providers = [LiveProvider(sim, config, 0)]
     run = sim.run_to_end()
     ledger = build_ledger(stream, run, run, ["openai"], ["gpt-4o-mini"], [])

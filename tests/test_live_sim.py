@@ -8,8 +8,8 @@ usage (cached tokens) and billed cost are what the run records.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -26,17 +26,20 @@ from lab.traffic import make_requests
 LATENCY_MS = 25.0
 
 
-@dataclass(frozen=True)
 class LiveConfig:
-    """The fields a scenario's `[[providers]]` entry will carry for kind = "live" | "replay"."""
+    """A scenario provider entry plus the fields it will carry for kind = "live" | "replay".
 
-    name: str
-    model: str
-    kind: str = "live"
-    base_url: str | None = None
-    cassette: str | None = None
-    budget_usd: float | None = 1.0
-    concurrency: int = 2
+    Every other field (concurrency, service tier, ...) is the scenario's own, so the
+    simulation sees a provider entry like any other.
+    """
+
+    def __init__(self, name, model, kind="live", base_url=None, cassette=None, budget_usd=1.0, concurrency=2):
+        self._entry = dataclasses.replace(scenario(requests=1).providers[0], name=name, model=model,
+                                          concurrency=concurrency)
+        self.kind, self.base_url, self.cassette, self.budget_usd = kind, base_url, cassette, budget_usd
+
+    def __getattr__(self, field):
+        return getattr(self._entry, field)
 
 
 @pytest.fixture
