@@ -1,0 +1,73 @@
+"""The learner's side of a challenge: try a policy on the public seeds, then submit it.
+
+In a challenge notebook (its `parameters` cell defines `challenge_path` and `policy_path`;
+the grader replaces both):
+
+    import lab.policy
+    pipeline = [{"stage": "cache", "capacity": 5000}]
+    lab.policy.preview(pipeline, challenge_path)          # score on the public seeds, shown inline
+    lab.policy.submit(pipeline, path=policy_path)         # writes the policy the grader will score
+
+The grader never trusts what the notebook prints: it re-scores the submitted policy on
+private seeds with its own simulation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from lab.grading.policy import POLICY_VERSION, Policy, parse_policy
+
+
+def _challenge(challenge):
+    from lab.grading.challenge import Challenge, load_challenge
+
+    return challenge if isinstance(challenge, Challenge) else load_challenge(challenge)
+
+
+def check(pipeline, challenge, model: str | None = None) -> Policy:
+    """Validate a pipeline against a challenge's rules and the stage registry (raises PolicyError)."""
+    ch = _challenge(challenge)
+    data = {"pipeline": list(pipeline)} if not isinstance(pipeline, dict) else dict(pipeline)
+    if model:
+        data["model"] = model
+    return parse_policy(data, ch)
+
+
+def preview(pipeline, challenge="challenge.toml", *, seeds=None, requests: int | None = None,
+            model: str | None = None, progress: bool = True):
+    """Score a pipeline on the challenge's public seeds (or `seeds`), as the grader will on private ones."""
+    from lab.grading.evaluate import evaluate
+
+    ch = _challenge(challenge)
+    policy = check(pipeline, ch, model)
+    return evaluate(ch, policy, seeds if seeds is not None else ch.public_seeds, requests=requests,
+                    progress=progress)
+
+
+def submit(pipeline, path: str | os.PathLike = "policy.json", *, challenge=None, model: str | None = None) -> dict:
+    """Write the policy file the grader reads (`path` = the `policy_path` parameter).
+
+    With `challenge`, the pipeline is validated first, so a typo fails here rather than at
+    grading time. The file is written atomically; the policy dict is returned.
+    """
+    if challenge is not None:
+        policy = check(pipeline, challenge, model)
+        data = policy.as_dict(_challenge(challenge).id)
+    else:
+        stages = list(pipeline["pipeline"] if isinstance(pipeline, dict) else pipeline)
+        data = {"costlab_policy": POLICY_VERSION, "pipeline": [dict(s) for s in stages]}
+        if model:
+            data["model"] = model
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, target)
+    print(f"policy with {len(data['pipeline'])} stage(s) written to {target}")
+    return data
