@@ -81,6 +81,7 @@ class Challenge:
     allowed_stages: tuple[str, ...] = ()            # empty: every registered stage
     locked_fields: tuple[str, ...] = ()             # "stage.field" a policy may not set
     allowed_values: tuple[tuple[str, tuple], ...] = ()   # "stage.field" -> allowed values
+    max_values: tuple[tuple[str, float], ...] = ()       # "stage.field" -> required, at most this
     models: tuple[str, ...] = ()                    # models a policy may choose (empty: fixed)
     max_stages: int = 6
     daily_submissions: int = 5
@@ -134,9 +135,10 @@ def challenges_root(root: str | Path | None = None) -> Path:
 
 
 def list_challenges(root: str | Path | None = None) -> list[Challenge]:
-    """Every challenge under the root, in folder order (b1, b2, i1, ...)."""
+    """Every challenge under the root: beginner first, then intermediate, then advanced."""
     base = challenges_root(root)
-    return [load_challenge(p) for p in sorted(base.glob("*/challenge.toml"))]
+    found = [load_challenge(p) for p in sorted(base.glob("*/challenge.toml"))]
+    return sorted(found, key=lambda c: (LEVELS.index(c.level), c.id))
 
 
 def load_challenge(spec: str | Path, root: str | Path | None = None) -> Challenge:
@@ -192,6 +194,11 @@ def challenge_from_dict(data: dict, path: str) -> Challenge:
         if not isinstance(vals, list) or not vals:
             values_t.fail(key, "expected a non-empty array of allowed values")
         allowed_values.append((key, tuple(vals)))
+    max_t = rules.table("max_values", {})
+    max_values = tuple((key, max_t.number(key)) for key in list(max_t.data))
+    for key, _ in (*allowed_values, *max_values):
+        if key.count(".") != 1:
+            values_t.fail(key, "expected a \"stage.field\" key, e.g. \"cache.capacity\"")
     max_stages = rules.integer("max_stages", 6, min=1)
     daily = rules.integer("daily_submissions", 5, min=0)
     rules.done()
@@ -204,7 +211,7 @@ def challenge_from_dict(data: dict, path: str) -> Challenge:
                    scenario=scenario, scenario_path=scenario_path, goal=goal,
                    requests=top.integer("requests", None, min=1), public_seeds=tuple(seeds), hints=tuple(hints),
                    badges=badges, allowed_stages=allowed_stages, locked_fields=locked,
-                   allowed_values=tuple(allowed_values), models=models, max_stages=max_stages,
+                   allowed_values=tuple(allowed_values), max_values=max_values, models=models, max_stages=max_stages,
                    daily_submissions=daily, path=path, starter_pipeline=tuple(starter))
     top.done()
     _check_scenario(ch)

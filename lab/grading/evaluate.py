@@ -39,7 +39,7 @@ class Evaluation:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><td>{html.escape(name)}</td><td>{c['value']:.4g}</td><td>{c['op']} {c['limit']:g}</td>"
+            f"<tr><td>{html.escape(name)}</td><td>{c['value']:.4g}</td><td>{html.escape(c['op'])} {c['limit']:g}</td>"
             f"<td>{'✅' if c['met'] else '❌'}</td></tr>" for name, c in self.constraints.items())
         m = self.metrics
         return (f"<h4>score {self.score:.2f} {'(passed)' if self.passed else ''}</h4>"

@@ -31,6 +31,8 @@ WORLD_FIELDS = {
     "cache": ("hit_latency_ms", "stale_quality"),
     "semantic_cache": ("wrong_hit_rate", "wrong_quality", "hit_latency_ms"),
     "prompt_cache": ("ttl_s", "capacity_tokens"),
+    "batch_api": ("completion_s", "expiry_s"),
+    "cascade": ("judge_noise",),
 }
 #: prompt caching must follow the serving provider's published rules
 PROVIDER_RULES = {"openai": "openai", "anthropic": "anthropic", "google": "gemini"}
@@ -135,6 +137,13 @@ def _check_stage(k: int, stage, challenge) -> None:
         if key in locked:
             raise PolicyError(f"{where}.{key}: describes the world, not your policy: the challenge fixes it "
                               "(remove it)")
+    for key, limit in challenge.max_values:
+        sname, fname = key.split(".", 1)
+        if sname == name:
+            value = stage.get(fname)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value > limit:
+                raise PolicyError(f"{where}.{fname}: this challenge requires it, at most {limit:g} "
+                                  f"(got {value!r})")
     for key, allowed in _allowed_values(challenge).items():
         sname, fname = key.split(".", 1)
         if sname == name and fname in stage and stage[fname] not in allowed:
