@@ -55,9 +55,9 @@ def _init(grader_kwargs: dict) -> None:
 def _grade(job: Job) -> dict:
     try:
         result = _GRADER.grade(job.submission, job.student, output=job.output, json_path=job.json_path)
-        return result.as_dict()
+        return {"submission": job.submission, **result.as_dict()}
     except Exception as exc:  # noqa: BLE001 - one broken job must not stop the batch
-        return {"status": "error", "student": job.student, "score": 0.0, "reason": f"{type(exc).__name__}: {exc}",
+        return {"submission": job.submission, "status": "error", "student": job.student, "score": 0.0, "reason": f"{type(exc).__name__}: {exc}",
                 "challenge": _GRADER.challenge.id if _GRADER else "", "timing_s": {}}
 
 
