@@ -47,6 +47,9 @@ def _print_result(r: dict, out=sys.stdout) -> None:
 
 
 def cmd_grade(args) -> int:
+    from lab.grading._papermill import skip_iri_format_check
+
+    skip_iri_format_check()                  # ~2 s of imports this command never needs
     from lab.grading.grader import grade
 
     submission = Path(args.submission)
@@ -66,6 +69,9 @@ def cmd_grade(args) -> int:
 
 
 def cmd_grade_all(args) -> int:
+    from lab.grading._papermill import skip_iri_format_check
+
+    skip_iri_format_check()
     from lab.grading.batch import grade_all
 
     results = grade_all(args.folder, args.challenge, out=args.out, workers=args.workers, **_grader_kwargs(args))

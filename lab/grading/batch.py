@@ -47,6 +47,9 @@ _GRADER = None
 
 def _init(grader_kwargs: dict) -> None:
     global _GRADER
+    from lab.grading._papermill import skip_iri_format_check
+
+    skip_iri_format_check()
     from lab.grading.grader import Grader
 
     _GRADER = Grader(**grader_kwargs)
@@ -77,7 +80,8 @@ def grade_all(folder: str | Path, challenge, *, out: str | Path | None = None, w
 
     if isinstance(grader_kwargs.get("db"), Leaderboard):   # workers open their own connections
         grader_kwargs["db"] = grader_kwargs["db"].url
-    kwargs = {"challenge": ch, **grader_kwargs}
+    hide = (*grader_kwargs.pop("hide", ()), str(Path(folder).resolve()), str(out_dir.resolve()))
+    kwargs = {"challenge": ch, "hide": hide, **grader_kwargs}
     Grader(**{**kwargs, "record": False})      # fail fast (seeds, private folder) before starting workers
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     results: list[dict | None] = [None] * len(jobs)

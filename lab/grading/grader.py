@@ -215,7 +215,7 @@ class Grader:
     def __init__(self, challenge: Challenge | str, *, private_dir: str | Path | None = None,
                  db: str | Path | Leaderboard | None = None, limits: Limits | None = None,
                  isolation: str = "auto", daily_limit: int | None = None, keep_scratch: bool = False,
-                 record: bool = True):
+                 record: bool = True, hide: tuple = ()):
         self.challenge = challenge if isinstance(challenge, Challenge) else load_challenge(challenge)
         self.private = PrivateDir.locate(private_dir)
         self.private.ensure_outside(challenges_root().parent, self.challenge.folder)
@@ -228,9 +228,11 @@ class Grader:
         self.isolation = isolation
         self.daily_limit = self.challenge.daily_submissions if daily_limit is None else daily_limit
         self.keep_scratch = keep_scratch
+        self.hide = tuple(str(h) for h in hide)      # more folders notebooks must not see (all submissions)
+        self._check_secrets_hideable()
 
-    def hidden_folders(self) -> list[str]:
-        """What the notebook must not see: the private folder, the database's folder, DB sockets."""
+    def secret_folders(self) -> list[str]:
+        """What the notebook must never see: the private folder and the SQLite database's folder."""
         hide = [str(self.private.path)]
         if self.store is not None and self.store.dialect == "sqlite":
             import sqlalchemy as sa
@@ -238,8 +240,22 @@ class Grader:
             database = sa.engine.make_url(self.store.url).database
             if database and database != ":memory:":
                 hide.append(str(Path(database).resolve().parent))
-        hide += [d for d in SOCKET_DIRS if Path(d).is_dir()]
         return hide
+
+    def needed_paths(self) -> list[str]:
+        """What the notebook's run must see: Python, costlab, the challenge and its scenario, temp space."""
+        return [sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent),
+                str(Path(__file__).resolve().parents[2]), str(self.challenge.folder),
+                str(Path(self.challenge.scenario_path).parent), tempfile.gettempdir()]
+
+    def _check_secrets_hideable(self) -> None:
+        from lab.grading.sandbox import covers
+
+        for secret in self.secret_folders():
+            for needed in self.needed_paths():
+                if covers(secret, needed):
+                    raise ConfigError(f"{secret} holds private files but also {needed}, which a notebook needs: "
+                                      "put the private folder and the database in a folder of their own")
 
     def grade(self, submission: str | Path, student: str, *, output: str | Path | None = None,
               json_path: str | Path | None = None) -> GradeResult:
@@ -268,10 +284,13 @@ class Grader:
             base.reason = f"not a Jupyter notebook ({type(exc).__name__}: {str(exc)[:200]})"
             base.isolation = describe("none", [])
         else:
-            executed = self._run_and_score(base, data)
+            # other learners' notebooks and results stay out of sight too
+            learner_folders = {str(submission.resolve().parent), *self.hide} | {
+                str(Path(p).resolve().parent) for p in (output, json_path) if p}
+            executed = self._run_and_score(base, data, sorted(learner_folders))
         return self._finish(base, executed, json_path, start, output)
 
-    def _run_and_score(self, result: GradeResult, notebook: bytes):
+    def _run_and_score(self, result: GradeResult, notebook: bytes, learner_folders=()):
         import nbformat
 
         work = Path(tempfile.mkdtemp(prefix="costlab-grade-"))
@@ -286,14 +305,15 @@ class Grader:
                       "preview_requests": PREVIEW_REQUESTS, "grading": True}
             (scratch / "params.json").write_text(json.dumps(params))
             cell_timeout = max(1, int(self.limits.timeout_s))     # a runaway cell: papermill stops it
-            argv = [sys.executable, "-m", "papermill", str(scratch / "submission.ipynb"), str(scratch / "executed.ipynb"),
+            argv = [sys.executable, str(Path(__file__).with_name("_papermill.py")), str(scratch / "submission.ipynb"), str(scratch / "executed.ipynb"),
                     "-k", KERNEL_NAME, "-f", str(scratch / "params.json"), "--cwd", str(scratch / "work"),
                     "--execution-timeout", str(cell_timeout), "--start-timeout", "60", "--no-progress-bar",
                     "--log-level", "WARNING"]
             t0 = time.perf_counter()
             outer = dataclasses.replace(self.limits, timeout_s=self.limits.timeout_s + KILL_GRACE_S)
-            run = run_isolated(argv, scratch=scratch, logs=logs, env=env, limits=outer,
-                               hide=self.hidden_folders(), mode=self.isolation)
+            hide = [*self.secret_folders(), *(d for d in SOCKET_DIRS if Path(d).is_dir()), *learner_folders]
+            run = run_isolated(argv, scratch=scratch, logs=logs, env=env, limits=outer, hide=hide,
+                               keep_visible=self.needed_paths(), mode=self.isolation)
             result.timing_s["notebook"] = round(time.perf_counter() - t0, 3)
             result.isolation = {**run.isolation, "timeout_s": self.limits.timeout_s,
                                 "memory_mb": self.limits.memory_mb, "notes": run.notes}

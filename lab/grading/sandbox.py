@@ -179,13 +179,30 @@ def _kill_marked(marker: str) -> int:
     return killed
 
 
+def covers(folder: str | Path, path: str | Path) -> bool:
+    """True if hiding `folder` would hide `path` (it is the path or one of its parents)."""
+    folder, path = Path(folder).resolve(), Path(path).resolve()
+    return folder == path or folder in path.parents
+
+
 def run_isolated(argv: list[str], *, scratch: Path, logs: Path, env: dict, limits: Limits,
-                 hide: list[str] = (), mode: str = "auto") -> SandboxRun:
-    """Run argv in the scratch folder under the best isolation available; never raises for the command."""
+                 hide: list[str] = (), keep_visible: list[str] = (), mode: str = "auto") -> SandboxRun:
+    """Run argv in the scratch folder under the best isolation available; never raises for the command.
+
+    Folders in `hide` are covered by an empty read-only tmpfs, except one that would also hide
+    the scratch folder or a path in `keep_visible` (the run needs those): it is left visible
+    and named in `notes`.
+    """
     mode = isolation_mode(mode)
     marker = uuid.uuid4().hex
     env = {**env, MARKER_ENV: marker}
-    hidden = sorted({str(Path(h).resolve()) for h in hide if Path(h).is_dir()})
+    needed = [scratch, *keep_visible]
+    hidden, notes = [], []
+    for h in sorted({str(Path(h).resolve()) for h in hide if Path(h).is_dir()}):
+        if any(covers(h, n) for n in needed):
+            notes.append(f"not hidden (the run needs what is inside): {h}")
+        else:
+            hidden.append(h)
     if mode == "process":
         cmd = list(argv)
     else:
@@ -207,7 +224,6 @@ def run_isolated(argv: list[str], *, scratch: Path, logs: Path, env: dict, limit
             except ProcessLookupError:
                 pass
             proc.wait()
-    notes = []
     leftovers = _kill_marked(marker)
     if leftovers:
         notes.append(f"killed {leftovers} leftover process(es)")
