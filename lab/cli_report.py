@@ -1,0 +1,77 @@
+"""`costlab report`: a cost report (HTML + PNG charts + JSON) for a scenario or a recorded ledger.
+
+`lab.cli` calls `register(subparsers)` when this module exists. Errors a user can fix (a
+bad file, a bad --team, an --out directory that is not a report) are CostlabErrors: one
+line, exit 2.
+"""
+
+from __future__ import annotations
+
+from lab.errors import ConfigError
+
+PERIODS_S = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
+
+
+def _teams(pairs: list[str] | None) -> dict[str, str] | None:
+    """--team retail=commerce --team travel=leisure -> {'retail': 'commerce', 'travel': 'leisure'}."""
+    if not pairs:
+        return None
+    teams = {}
+    for pair in pairs:
+        tenant, sep, team = pair.partition("=")
+        if not sep or not tenant.strip() or not team.strip():
+            raise ConfigError(f"--team {pair!r}: expected TENANT=TEAM, e.g. --team retail=commerce")
+        teams[tenant.strip()] = team.strip()
+    return teams
+
+
+def cmd_report(args) -> int:
+    from lab.analysis.report import build_report
+
+    period_s = PERIODS_S[args.budget_period]
+    report = build_report(args.source, seed=args.seed, seeds=args.seeds, requests=args.requests,
+                          sla_ms=args.sla_ms, budget_usd=args.budget_usd, budget_period_s=period_s,
+                          teams=_teams(args.team), bucket_s=args.bucket_s, frontier=not args.no_frontier)
+    out = report.write(args.out)
+    print(report.title)
+    print()
+    for line in report.numbers["executive_summary"]:
+        print(f"- {line}")
+    print()
+    charts = ", ".join(c.file for c in report.charts)
+    print(f"report written to {out}/report.html (numbers in report.json; charts: {charts})")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `report` to the `costlab` command."""
+    r = subparsers.add_parser(
+        "report", help="write a cost report (HTML, PNG charts, JSON) for a scenario or a ledger",
+        description="Simulate a scenario (on --seeds seeds, for confidence intervals) or read a ledger written "
+                    "by `costlab run --ledger`, and write a self-contained report to DIR: an executive summary, "
+                    "savings by strategy, cost by tenant/team/feature/model, KPIs, alerts, cost anomalies, a "
+                    "forecast and charts (report.html), plus every number in report.json.",
+        epilog="Example: costlab report scenarios/support-chatbot.toml --out report --budget-usd 250 "
+               "--team retail=commerce --team travel=leisure")
+    r.add_argument("source", metavar="RUN_OR_SCENARIO",
+                   help="a scenario .toml, or a ledger .csv/.parquet from `costlab run --ledger`")
+    r.add_argument("--out", required=True, metavar="DIR",
+                   help="directory to write (replaced as a whole; must be new, empty or an earlier report)")
+    r.add_argument("--seed", type=int, default=0, help="first random seed (default 0)")
+    r.add_argument("--seeds", type=int, default=3, metavar="K",
+                   help="simulate seeds SEED..SEED+K-1 for 95%% confidence intervals (default 3; 1 for a quick look)")
+    r.add_argument("--requests", type=int, default=None, metavar="N",
+                   help="simulate exactly N requests instead of the scenario's duration_s")
+    r.add_argument("--sla-ms", type=float, default=None, metavar="MS",
+                   help="latency target (default: the scenario's [sla] p95_ms; needed for a ledger's SLA alerts)")
+    r.add_argument("--budget-usd", type=float, default=None, metavar="X",
+                   help="spend budget per --budget-period: alerts at 50/80/100%% (default: no budget alerts)")
+    r.add_argument("--budget-period", choices=sorted(PERIODS_S), default="day",
+                   help="the budget's period (default day)")
+    r.add_argument("--team", action="append", metavar="TENANT=TEAM",
+                   help="map a tenant to a team for a by-team breakdown (repeat for each tenant)")
+    r.add_argument("--bucket-s", type=float, default=None, metavar="S",
+                   help="time bucket for charts, anomalies and the forecast (default: about 60 buckets)")
+    r.add_argument("--no-frontier", action="store_true",
+                   help="skip the extra one-stage-at-a-time runs behind the cost-quality chart")
+    r.set_defaults(func=cmd_report)
