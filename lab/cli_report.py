@@ -26,12 +26,14 @@ def _teams(pairs: list[str] | None) -> dict[str, str] | None:
 
 
 def cmd_report(args) -> int:
-    from lab.analysis.report import build_report
+    from lab.analysis.report import build_report, check_output_dir
 
+    check_output_dir(args.out)          # before minutes of simulation, not after
+    teams = _teams(args.team)
     period_s = PERIODS_S[args.budget_period]
     report = build_report(args.source, seed=args.seed, seeds=args.seeds, requests=args.requests,
                           sla_ms=args.sla_ms, budget_usd=args.budget_usd, budget_period_s=period_s,
-                          teams=_teams(args.team), bucket_s=args.bucket_s, frontier=not args.no_frontier)
+                          teams=teams, bucket_s=args.bucket_s, frontier=not args.no_frontier)
     out = report.write(args.out)
     print(report.title)
     print()

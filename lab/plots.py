@@ -202,7 +202,8 @@ def cost_quality_frontier(points, ax=None, *, title: str | None = None) -> Figur
     `points`: a DataFrame or list of dicts with `label`, `cost_usd`, `quality` (e.g. one per
     pipeline variant or threshold); a `Result` or ledger gives its baseline and optimized points.
     """
-    if not isinstance(points, (pd.DataFrame, list, tuple)):
+    is_points = isinstance(points, (list, tuple)) or (isinstance(points, pd.DataFrame) and "label" in points)
+    if not is_points:
         led = as_ledger(points)
         points = [{"label": "without optimization", "cost_usd": float(led["baseline_cost_usd"].sum()), "quality": 1.0},
                   {"label": "optimized", "cost_usd": float(led["cost_usd"].sum()),

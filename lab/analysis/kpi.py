@@ -503,7 +503,7 @@ class Formula:
             cache[agg.agg_id] = _aggregate(agg, ledger, bounds)
         with np.errstate(divide="ignore", invalid="ignore"):
             out = _scalar(self.tree, cache, len(bounds) - 1)
-        out = np.asarray(out, dtype=np.float64)
+        out = np.array(np.broadcast_to(np.asarray(out, dtype=np.float64), (len(bounds) - 1,)))
         out[~np.isfinite(out)] = np.nan
         return out
 
@@ -710,11 +710,12 @@ def standard_kpis(sla_ms: float | None = None) -> list[KPI]:
 
 
 def kpi_table(kpis, ledger) -> pd.DataFrame:
-    """Each KPI's value and status over the whole ledger."""
+    """Each KPI's value and status over the whole ledger ("no data" when it lacks a column)."""
     led = as_ledger(ledger)
     rows = []
     for k in kpis:
-        v = k.value(led)
+        missing = sorted(c for c in k._parsed.columns() if c not in led.columns)
+        v = math.nan if missing else k.value(led)     # e.g. no `quality` in an old ledger: no data
         rows.append({"kpi": k.name, "value": v, "unit": k.unit, "status": k.status(v),
                      "warning": k.warning, "critical": k.critical, "formula": k.formula})
     return pd.DataFrame(rows).set_index("kpi")

@@ -16,6 +16,7 @@ is replaced in one rename, so a reader never sees half a report.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
@@ -124,6 +125,17 @@ class Report:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return out
+
+
+@functools.lru_cache(maxsize=1)
+def detector_quality() -> dict:
+    """Precision and recall of both detectors on seeded synthetic spikes (deterministic, so cached)."""
+    return {m: measure_detector(m, n_series=DETECTOR_SERIES).as_dict() for m in ("zscore", "iqr")}
+
+
+def check_output_dir(out) -> None:
+    """Refuse an --out that exists and is neither empty nor an earlier costlab report."""
+    _check_target(Path(out))
 
 
 def _check_target(out: Path) -> None:
@@ -423,7 +435,7 @@ class _Builder:
         t = comp.table()
         self.n.setdefault("comparison", _records(t))
         rows = []
-        for _metric, r in t.iterrows():
+        for _key, r in t.iterrows():
             ci = "" if not np.isfinite(r.change_pct_ci_low) else f"{r.change_pct_ci_low:+.1f} … {r.change_pct_ci_high:+.1f} %"
             sig = {True: "yes", False: "no", None: "–"}[r.significant]
             rows.append(f"<tr><td>{html.escape(r.label)}</td><td>{_metric(r.baseline, r.unit)}</td>"
@@ -471,7 +483,7 @@ class _Builder:
         led, bucket_s = self.led, self.bucket_s
         found = {m: detect_cost_anomalies(led, bucket_s, m) for m in ("zscore", "iqr")}
         self.anomalies = found["zscore"]      # the primary detector (the better measured); IQR confirms
-        quality = {m: measure_detector(m, n_series=DETECTOR_SERIES).as_dict() for m in ("zscore", "iqr")}
+        quality = detector_quality()
         flagged = self.anomalies[self.anomalies["anomaly"]]
         self.n["anomalies"] = {
             "bucket_s": bucket_s, "methods": ["rolling z-score (4 sd)", "rolling IQR (Q3 + 3 IQR)"],

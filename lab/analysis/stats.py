@@ -7,6 +7,7 @@ quantile by bisection; tests check both against scipy.stats.t to 1e-9.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -60,10 +61,12 @@ def t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t > 0 else tail
 
 
+@functools.lru_cache(maxsize=1024)
 def t_ppf(p: float, df: float) -> float:
     """The t quantile: the t with P(T <= t) = p (bisection on t_cdf, to 1e-12)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be in (0, 1), got {p}")
+    p, df = float(p), float(df)
     if p < 0.5:
         return -t_ppf(1.0 - p, df)
     lo, hi = 0.0, 1.0

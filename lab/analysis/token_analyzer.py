@@ -324,7 +324,7 @@ def _suggest_route(frame: pd.DataFrame, total: float, max_drop: float) -> Sugges
         current = float(rows["cost_usd"].sum())
         for key, info in table.items():
             p, m = key.split("/", 1)
-            if p != provider or m == model or info["quality"] < own["quality"] - max_drop:
+            if p != provider or m == model or info["quality"] < own["quality"] - max_drop - 1e-9:
                 continue
             cost = float(model_prices(p, m).cost_usd(rows["input_tokens"].to_numpy(),
                                                      rows["output_tokens"].to_numpy()).sum())
