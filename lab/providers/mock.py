@@ -46,7 +46,7 @@ class TokenBucket:
     def wait_s(self, amount: float, now: float) -> float:
         """0 if `amount` fits now, else how long until it would."""
         self.refill(now)
-        if amount <= self.level:
+        if amount <= self.level + 1e-9:   # float dust must not become a zero-length wait
             return 0.0
         if amount > self.capacity:
             return float("inf")

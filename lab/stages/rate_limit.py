@@ -92,6 +92,8 @@ class RateLimitStage(Stage):
         wait = self._wait_s(line[0])
         if wait == float("inf"):   # larger than the whole bucket: let it go rather than wait forever
             wait = 0.0
+        else:
+            wait = max(wait, 1e-6)  # a wait must move the clock, or refills never happen
         self.wake_pending = True
         self.sim.env.timeout(wait).callbacks.append(self._release)
 
