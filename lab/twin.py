@@ -877,6 +877,10 @@ def validate(twin: Scenario, source, format: str | None = None, seeds=5, model: 
     notes = [f"twin: {twin.name} ({twin.traffic.arrivals.process}); {len(seed_list(seeds))} seeds; cost at "
              f"{provider}/{prices.model} with no optimization",
              "dispersion = variance / mean of arrival counts per window (1 for Poisson)"]
+    if twin.traffic.prefix is not None and twin.traffic.prefix.system_tokens:
+        notes.append(f"every twin prompt starts with a {twin.traffic.prefix.system_tokens:,}-token prefix, so source "
+                     "prompts shorter than that come out longer: input mean and cost run high by about the "
+                     "share calibration reports (percentiles above the prefix length are unchanged)")
     if resolution > 1:
         notes.append(f"the source's clock ticks every {resolution:g} s, so its counts in shorter windows are lumpy "
                      "by construction (not judged); from that window up each tick is counted in the window "
