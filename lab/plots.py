@@ -237,7 +237,9 @@ def attribution_bars(data, by="tenant", teams: dict[str, str] | None = None, ax=
     """Cost paid and cost saved per group (tenant, team, feature, model, ...), largest first."""
     led = as_ledger(data)
     table = attribute(led, by, teams=teams).head(top)
-    labels = [" / ".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in table.index]
+    def name(k) -> str:
+        return "no provider call" if k == "none" and not isinstance(by, list) and by in ("model", "provider") else str(k)
+    labels = [" / ".join(map(str, k)) if isinstance(k, tuple) else name(k) for k in table.index]
     fig, ax = _axes(ax, (7.5, max(2.5, 0.45 * len(labels) + 1.5)))
     y = np.arange(len(labels))[::-1]
     paid = table["cost_usd"].to_numpy()

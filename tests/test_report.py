@@ -89,7 +89,7 @@ def test_report_numbers_agree_with_the_simulation(written):
     quality = numbers["anomalies"]["detector_quality_on_synthetic_spikes"]["zscore"]
     assert quality["precision"] > 0.9 and quality["recall"] > 0.9
     labels = [p["label"] for p in numbers["frontier"]]
-    assert labels == ["no optimization", "cache only", "dedup only", "prompt_cache only", "full pipeline"]
+    assert labels == ["no optimization", "cache only", "dedup only", "prompt cache only", "full pipeline"]
     assert set(numbers["charts"]) >= CHARTS
     summary = " ".join(numbers["executive_summary"])
     assert "cut the bill by" in summary and "a month" in summary and "Forecast" in summary

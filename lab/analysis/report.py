@@ -34,7 +34,7 @@ import pandas as pd
 
 from lab.analysis.alerts import evaluate_alerts
 from lab.analysis.anomalies import detect_cost_anomalies, measure_detector
-from lab.analysis.attribution import NO_STAGE, attribute, savings_by_strategy
+from lab.analysis.attribution import NO_STAGE, attribute, savings_by_strategy, strategy_of
 from lab.analysis.baselines import SeedRuns, baseline_ledger, run_metrics, run_seeds
 from lab.analysis.forecast import forecast_cost
 from lab.analysis.frame import as_ledger, fmt_usd, horizon_s, nice_bucket_s, read_ledger
@@ -44,6 +44,7 @@ from lab.errors import ConfigError, CostlabError
 GENERATOR = "costlab report"
 MONTH_S = 30 * 86400.0
 DETECTOR_SERIES = 10     # synthetic series used to state the anomaly detector's precision/recall
+NO_CALL = "no provider call"
 
 
 @dataclass
@@ -296,28 +297,56 @@ class _Builder:
         verb = "cut" if saved >= 0 else "raised"
         ci = ""
         runs = src.seed_runs
+        self.fixed_traffic = False
         if runs is not None:
             head = runs.comparison().headline()
             lo, hi = head["reduction_pct_ci"]
-            sig = ("the reduction is statistically significant" if head["significant"] else
-                   "the difference is not statistically significant")
-            ci = (f" (mean over {len(runs.seeds)} seeds {head['reduction_pct']:.1f} %, 95 % CI {lo:.1f}–{hi:.1f} %; "
-                  f"{sig}, paired t-test p = {head['p_value']:.2g})")
             m, mlo, mhi = runs.monthly_cost_usd()
             bm, _, _ = runs.monthly_cost_usd(baseline=True)
             self.n["run_rate"].update({"per_month_usd_mean": m, "per_month_usd_ci": [mlo, mhi],
                                        "baseline_per_month_usd_mean": bm})
-        self.summary.append(
-            f"Optimization <b>{verb} the bill by {abs(pct):.1f} %</b>: {fmt_usd(cost)} instead of {fmt_usd(base)} "
-            f"for {len(led):,} requests over {_duration(span_s)}{ci}.")
+            self.fixed_traffic = len({round(b["cost_usd"], 9) for b in runs.baseline_samples}) == 1
+            if self.fixed_traffic:   # a trace replay: every seed sends the same requests
+                ci = f" (the same on all {len(runs.seeds)} seeds: the traffic is a fixed trace)"
+            else:
+                sig = ("the reduction is statistically significant" if head["significant"] else
+                       "the difference is not statistically significant")
+                ci = (f" (mean over {len(runs.seeds)} seeds {_nz(head['reduction_pct']):.1f} %, 95 % CI "
+                      f"{_nz(lo):.1f}–{_nz(hi):.1f} %; {sig}, paired t-test p = {head['p_value']:.2g})")
+        self.has_stages = any(c.startswith("stage_") for c in led.columns)
+        if self.has_stages:
+            self.summary.append(
+                f"Optimization <b>{verb} the bill by {abs(pct):.1f} %</b>: {fmt_usd(cost)} instead of {fmt_usd(base)} "
+                f"for {len(led):,} requests over {_duration(span_s)}{ci}.")
+        else:
+            self.summary.append(f"No optimization ran: the bill is <b>{fmt_usd(cost)}</b> for {len(led):,} requests "
+                                f"over {_duration(span_s)}.")
         month_ci = ""
-        if "per_month_usd_ci" in self.n["run_rate"]:
+        if "per_month_usd_ci" in self.n["run_rate"] and not self.fixed_traffic:
             lo, hi = self.n["run_rate"]["per_month_usd_ci"]
             month_ci = f" (95 % CI {fmt_usd(lo)}–{fmt_usd(hi)} across seeds)"
-        self.summary.append(
-            f"At this traffic that is about <b>{fmt_usd(per_month)} a month</b>{month_ci} instead of "
-            f"{fmt_usd(base_month)}: {fmt_usd(base_month - per_month)} a month {'saved' if saved >= 0 else 'extra'} "
-            f"(run rate of this {_duration(span_s)}, 30-day month).")
+        if self.has_stages:
+            self.summary.append(
+                f"At this traffic that is about <b>{fmt_usd(per_month)} a month</b>{month_ci} instead of "
+                f"{fmt_usd(base_month)}: {fmt_usd(abs(base_month - per_month))} a month "
+                f"{'saved' if saved >= 0 else 'extra'} (run rate of this {_duration(span_s)}, 30-day month).")
+        else:
+            self.summary.append(f"At this traffic that is about <b>{fmt_usd(per_month)} a month</b>{month_ci} "
+                                f"(run rate of this {_duration(span_s)}, 30-day month).")
+        if self.budget_usd:
+            per_period = cost / max(span_s, 1e-9) * self.budget_period_s
+            share = 100.0 * per_period / self.budget_usd
+            period = {86400.0: "day", 7 * 86400.0: "week", 30 * 86400.0: "month"}.get(
+                float(self.budget_period_s), _duration(self.budget_period_s))
+            if per_period > self.budget_usd:
+                runs_out = self.budget_usd / (cost / max(span_s, 1e-9))
+                tail = f": <b>over budget</b>, it would run out after {_duration(runs_out)}"
+            else:
+                tail = ": within budget"
+            self.summary.append(f"Budget: at this rate {fmt_usd(per_period)} per {period} against "
+                                f"{fmt_usd(self.budget_usd)} ({share:,.0f} %){tail}.")
+            self.n["budget"] = {"budget_usd": self.budget_usd, "period_s": self.budget_period_s,
+                                "spend_per_period_usd": per_period, "share_pct": share}
         self._service_sentences(run)
 
     def _service_sentences(self, run: dict) -> None:
@@ -357,8 +386,6 @@ class _Builder:
             for k, r in losers.iterrows():
                 self.summary.append(f"{html.escape(str(k))} <b>costs {fmt_usd(-r.saved_usd)} more</b> than it saves "
                                     "in this run: review it.")
-        elif not len(table):
-            self.summary.append("No optimization stage ran: this is the unoptimized bill.")
         body = _table(table, {"saved_usd": fmt_usd, "requests": _int, "share_pct": _pct1},
                       {"saved_usd": "saved", "requests": "requests", "share_pct": "share of saving"})
         runs = self.src.seed_runs
@@ -390,23 +417,31 @@ class _Builder:
         for k in keys:
             table = attribute(led, k, teams=self.teams)
             self.n["attribution"][k] = _records(table)
-            body += f"<h3>By {html.escape(k)}</h3>" + _table(table[list(fmts)], fmts, heads)
+            shown = table.rename(index={"none": NO_CALL}) if k in ("model", "provider") else table
+            body += f"<h3>By {html.escape(k)}</h3>" + _table(shown[list(fmts)], fmts, heads)
         top_key = "team" if self.teams else "tenant"
         if top_key in self.n["attribution"] and len(self.n["attribution"][top_key]) > 1:
             top = self.n["attribution"][top_key][0]
             self.summary.append(f"Spend by {top_key}: <b>{html.escape(str(top[top_key]))}</b> accounts for "
                                 f"{top['cost_share_pct']:.0f} % of the cost ({fmt_usd(top['cost_usd'])}).")
-        self.sections.append(("Who spent it", body + "<p class=\"note\">Model “none”: requests answered without "
-                              "a provider call (cache hits, deduplicated followers).</p>"))
+        self.sections.append(("Who spent it", body + f"<p class=\"note\">“{NO_CALL}”: requests answered without "
+                              "a provider call (cache hits, deduplicated followers); the ledger calls them “none”.</p>"))
 
     # -- KPIs ---------------------------------------------------------------------------------
     def kpis(self) -> None:
-        table = kpi_table(standard_kpis(self.sla_ms), self.led)
+        kpis = standard_kpis(self.sla_ms)
+        has_cache = any(c.removeprefix("stage_").split("_")[0] in ("cache", "semantic")
+                        for c in self.led.columns if c.startswith("stage_"))
+        skip = set() if has_cache else {"cache hit rate"}
+        if not self.has_stages:
+            skip.add("share of bill saved")
+        table = kpi_table([k for k in kpis if k.name not in skip], self.led)
         self.n["kpis"] = _records(table)
         rows = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{_kpi_value(r.value, r.unit)}</td>"
             f"<td><span class=\"st {r.status.replace(' ', '-')}\">{html.escape(r.status)}</span></td>"
-            f"<td>{_thr(r.warning)}</td><td>{_thr(r.critical)}</td><td><code>{html.escape(r.formula)}</code></td></tr>"
+            f"<td>{_thr(r.warning, r.unit)}</td><td>{_thr(r.critical, r.unit)}</td>"
+            f"<td><code>{html.escape(r.formula)}</code></td></tr>"
             for k, r in table.iterrows())
         self.sections.append(("Key indicators", "<table><tr><th>KPI</th><th>value</th><th>status</th><th>warning</th>"
                               f"<th>critical</th><th>formula</th></tr>{rows}</table><p class=\"note\">Formulas are "
@@ -427,12 +462,21 @@ class _Builder:
                 self._comparison_section(comp, "One seed: no confidence intervals (run with --seeds 3 or more).")
             return
         comp = runs.comparison()
-        self.n["seeds"] = {"seeds": runs.seeds, "headline": comp.headline(), "table": _records(comp.table())}
+        self.n["seeds"] = {"seeds": runs.seeds, "headline": comp.headline(), "table": _records(comp.table()),
+                           "fixed_traffic": self.fixed_traffic}
+        if self.fixed_traffic:
+            from lab.analysis.baselines import Comparison
+
+            one = Comparison(runs.baseline_samples[:1], runs.run_samples[:1], "no optimization", "optimized")
+            self._comparison_section(one, f"Every one of the {len(runs.seeds)} seeds gave the same numbers: the "
+                                          "traffic is a fixed trace, so there is no sampling noise to test.")
+            return
         self._comparison_section(comp, f"{len(runs.seeds)} seeds, the same traffic for both sides of each seed "
                                        "(paired t-test, 95 % CI of the mean change).")
 
     def _comparison_section(self, comp, note: str) -> None:
         t = comp.table()
+        mean = f" (mean of {len(comp.candidate)} seeds)" if len(comp.candidate) > 1 else ""
         self.n.setdefault("comparison", _records(t))
         rows = []
         for _key, r in t.iterrows():
@@ -442,7 +486,7 @@ class _Builder:
                         f"<td>{_metric(r.candidate, r.unit)}</td><td>{_signed_pct(r.change_pct)}</td>"
                         f"<td>{ci}</td><td>{sig}</td></tr>")
         self.sections.append(("Optimized against no optimization",
-                              "<table><tr><th>metric</th><th>without optimization</th><th>optimized</th>"
+                              f"<table><tr><th>metric</th><th>without optimization{mean}</th><th>optimized{mean}</th>"
                               "<th>change</th><th>95 % CI</th><th>significant</th></tr>" + "".join(rows)
                               + f"</table><p class=\"note\">{html.escape(note)}</p>"))
 
@@ -461,7 +505,9 @@ class _Builder:
                                       key=lambda g: (rank.get(g[1]["severity"].iloc[0], 3), g[1]["fired_at_s"].min())):
                 times = f"{len(group)} times, first" if len(group) > 1 else "at"
                 still = " and still active at the end" if group["cleared_at_s"].isna().any() else ""
-                parts.append(f"{rule} ({group['severity'].iloc[0]}, {times} {_clock(group['fired_at_s'].min())}{still})")
+                what = _ALERT_MEANING.get(rule, "")
+                parts.append(f"{rule}{what} ({group['severity'].iloc[0]}, {times} "
+                             f"{_clock(group['fired_at_s'].min())}{still})")
             self.summary.append(f"<b>{len(alerts)} alert{'s' if len(alerts) > 1 else ''}</b> fired: "
                                 f"{html.escape('; '.join(parts))}.")
         else:
@@ -498,10 +544,10 @@ class _Builder:
             when = ", ".join(_clock(t) for t in flagged.index[:5]) + (", …" if len(flagged) > 5 else "")
             agree = int(found["iqr"].loc[flagged.index, "anomaly"].sum())
             self.summary.append(f"<b>{len(flagged)} cost anomal{'ies' if len(flagged) > 1 else 'y'}</b> per "
-                                f"{_duration(bucket_s)} bucket, at {when}; the IQR detector agrees on {agree} "
+                                f"{_bucket(bucket_s)} bucket, at {when}; the IQR detector agrees on {agree} "
                                 f"({qtext}).")
         else:
-            self.summary.append(f"No cost anomalies per {_duration(bucket_s)} bucket ({qtext}).")
+            self.summary.append(f"No cost anomalies per {_bucket(bucket_s)} bucket ({qtext}).")
         period_s = None
         if self.src.scenario is not None and self.src.scenario.traffic.arrivals.process == "diurnal":
             period_s = self.src.scenario.traffic.arrivals.period_s
@@ -526,7 +572,7 @@ class _Builder:
         self.sections.append(("Anomalies and forecast",
                               (f"<table><tr><th>bucket start</th><th>cost</th><th>expected</th><th>found by</th></tr>"
                                f"{rows}</table>" if rows else "<p>No anomalous cost buckets.</p>")
-                              + f"<p class=\"note\">Each {_duration(bucket_s)} bucket is judged against a line "
+                              + f"<p class=\"note\">Each {_bucket(bucket_s)} bucket is judged against a line "
                                 "through the buckets before it: rolling z-score (over 4 sd; listed) and rolling IQR "
                                 f"(over Q3 + 3 IQR; shown when it agrees). Measured on {DETECTOR_SERIES} synthetic week-long series "
                                 f"with 10 injected spikes each (5–10 noise sd): z-score precision "
@@ -558,7 +604,7 @@ class _Builder:
                 except CostlabError:
                     continue   # a stage that cannot run alone (e.g. needs another) is left out
                 m = run_metrics(r.ledger, self.sla_ms)
-                points.append({"label": f"{name} only", "cost_usd": m["cost_usd"], "quality": m["quality_mean"],
+                points.append({"label": f"{strategy_of(name)} only", "cost_usd": m["cost_usd"], "quality": m["quality_mean"],
                                "latency_p95_ms": m["latency_p95_ms"]})
         points.append({"label": "full pipeline" if stages else "as run", "cost_usd": float(led["cost_usd"].sum()),
                        "quality": self.run_m["quality_mean"], "latency_p95_ms": self.run_m["latency_p95_ms"]})
@@ -598,6 +644,10 @@ class _Builder:
 # --------------------------------------------------------------------------- formatting
 
 
+_ALERT_MEANING = {"SLA violations": " — over 1 % of a 5-minute window slow or failed",
+                  "cache hit rate": " — under 50 % over 5 minutes"}
+
+
 def _strip_tags(s: str) -> str:
     import re
 
@@ -605,19 +655,34 @@ def _strip_tags(s: str) -> str:
 
 
 def _duration(s: float) -> str:
+    """A span in words: "1 hour", "2.5 hours", "3 days", "45 minutes", "5 s"."""
     if s is None or not np.isfinite(s):
         return "n/a"
-    if s >= 2 * 86400:
-        return f"{s / 86400:.1f} days"
-    if s >= 2 * 3600:
-        return f"{s / 3600:.1f} hours"
-    if s >= 3600:
-        return f"{s / 3600:.2f} hours".replace("1.00 hours", "1 hour")
-    if s >= 120:
-        return f"{s / 60:.0f} minutes"
+
+    def amount(value: float, unit: str) -> str:
+        text = f"{value:.0f}" if abs(value - round(value)) < 0.05 else f"{value:.1f}"
+        return f"{text} {unit}" + ("" if text == "1" else "s")
+
+    if s >= 2 * 86400 or (s >= 86400 and s % 86400 == 0):
+        return amount(s / 86400, "day")
+    if s >= 3600 - 30:
+        return amount(s / 3600, "hour")
     if s >= 60:
-        return "1 minute" if round(s) == 60 else f"{s:.0f} s"
+        return amount(s / 60, "minute")
     return f"{s:g} s"
+
+
+def _bucket(s: float) -> str:
+    """A bucket size as an adjective: "1-minute", "5-second", "2-hour"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if s >= size and s % size == 0:
+            return f"{s / size:.0f}-{unit}"
+    return f"{s:g}-second"
+
+
+def _nz(x: float) -> float:
+    """-0.0 -> 0.0, so a zero change never prints as "-0.0"."""
+    return 0.0 if abs(x) < 5e-5 else x
 
 
 def _clock(t_s: float) -> str:
@@ -645,8 +710,10 @@ def _signed_pct(x) -> str:
     return f"{x:+.1f} %" if x is not None and np.isfinite(x) else "–"
 
 
-def _thr(x) -> str:
-    return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:g}"
+def _thr(x, unit: str = "") -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return ""
+    return _kpi_value(x, unit)
 
 
 def _kpi_value(v: float, unit: str) -> str:
