@@ -39,7 +39,7 @@ from lab.grading.challenge import SCORE_FORMULA, Challenge, challenges_root, loa
 from lab.grading.evaluate import evaluate
 from lab.grading.policy import MAX_POLICY_BYTES, PolicyError, no_policy_message, parse_policy_bytes
 from lab.grading.private import PrivateDir
-from lab.grading.sandbox import Limits, describe, run_isolated
+from lab.grading.sandbox import Limits, run_isolated
 from lab.grading.store import Leaderboard, Submission, SubmissionLimitReached
 
 KERNEL_NAME = "costlab-grader"
@@ -279,15 +279,15 @@ class Grader:
         try:
             import nbformat
 
-            nbformat.reads(data.decode("utf-8"), as_version=4)
+            submitted = nbformat.reads(data.decode("utf-8"), as_version=4)
         except Exception as exc:  # noqa: BLE001 - any parse failure is the submission's fault
             base.reason = f"not a Jupyter notebook ({type(exc).__name__}: {str(exc)[:200]})"
-            base.isolation = describe("none", [])
+            base.isolation = {"mode": "not run", "notes": ["the submission is not a notebook: nothing was executed"]}
         else:
             # other learners' notebooks and results stay out of sight too
             learner_folders = {str(submission.resolve().parent), *self.hide} | {
                 str(Path(p).resolve().parent) for p in (output, json_path) if p}
-            executed = self._run_and_score(base, data, sorted(learner_folders))
+            executed = self._run_and_score(base, data, sorted(learner_folders)) or submitted
         return self._finish(base, executed, json_path, start, output)
 
     def _run_and_score(self, result: GradeResult, notebook: bytes, learner_folders=()):
