@@ -123,7 +123,8 @@ def responsible_stages(ledger) -> pd.DataFrame:
             rest_owner = _last_flagged(non_pc)
             if cascade >= 0:
                 rest_owner = np.where(rest_owner < 0, cascade, rest_owner)
-            pc_owner = np.array([next(k for k in pc_cols if flags[r, k]) for r in pc_rows], dtype=np.int64)
+            pc_idx = np.array(pc_cols)
+            pc_owner = pc_idx[np.argmax(flags[np.ix_(pc_rows, pc_idx)], axis=1)]      # the first prompt cache flagged
             tol = 1e-12 * np.maximum(1.0, np.abs(saved[pc_rows]))
             split = np.abs(rest) > tol
             owner[pc_rows] = np.where(split, rest_owner, pc_owner)
@@ -131,17 +132,16 @@ def responsible_stages(ledger) -> pd.DataFrame:
             unowned = split & (rest_owner < 0)
             owner_labels_rest = np.where(unowned, -2, rest_owner)   # -2: "other"
             owner[pc_rows] = np.where(split, owner_labels_rest, owner[pc_rows])
-            for r, share, k in zip(pc_rows[split], pc_share[split], pc_owner[split]):
-                extra_index.append(r)
-                extra_stage.append(names[k])
-                extra_amount.append(share)
+            extra_index = pc_rows[split]
+            extra_stage = np.array(names, dtype=object)[pc_owner[split]]
+            extra_amount = pc_share[split]
 
     labels = np.array(names + [NO_STAGE], dtype=object)[np.where(owner >= 0, owner, len(names))]
     failed = np.isin(outcome, ["error", "rejected"])
     labels[(owner == -1) & failed] = NOT_SERVED
     labels[((owner == -1) & ~failed & (amount != 0)) | (owner == -2)] = OTHER
     main = pd.DataFrame({"stage": labels, "saved_usd": amount}, index=ledger.index)
-    if not extra_index:
+    if not len(extra_index):
         return main
     extra = pd.DataFrame({"stage": extra_stage, "saved_usd": extra_amount}, index=ledger.index[extra_index])
     return pd.concat([main, extra])
@@ -170,8 +170,9 @@ def savings_by_strategy(ledger, by: str = "strategy") -> pd.DataFrame:
     if by not in ("strategy", "stage"):
         raise ConfigError(f"by: expected 'strategy' or 'stage', got {by!r}")
     resp = responsible_stages(ledger)
-    key = resp["stage"] if by == "stage" else resp["stage"].map(strategy_of)
-    grouped = resp.groupby(key.to_numpy(), sort=False)["saved_usd"].agg(["sum", "size"])
+    codes, names = pd.factorize(resp["stage"])             # map the few distinct names, not every row
+    labels = np.array([str(n) if by == "stage" else strategy_of(str(n)) for n in names], dtype=object)
+    grouped = resp["saved_usd"].groupby(labels[codes], sort=False).agg(["sum", "size"])
     grouped.columns = ["saved_usd", "requests"]
     order = [s.removeprefix("stage_") for s in stage_columns(ledger)]
     if by == "strategy":
