@@ -30,10 +30,15 @@ def cmd_report(args) -> int:
 
     check_output_dir(args.out)          # before minutes of simulation, not after
     teams = _teams(args.team)
+    kpis = None
+    if args.kpis:
+        from lab.analysis.kpi import load_kpis
+
+        kpis = load_kpis(args.kpis)
     period_s = PERIODS_S[args.budget_period]
     report = build_report(args.source, seed=args.seed, seeds=args.seeds, requests=args.requests,
                           sla_ms=args.sla_ms, budget_usd=args.budget_usd, budget_period_s=period_s,
-                          teams=teams, bucket_s=args.bucket_s, frontier=not args.no_frontier)
+                          teams=teams, bucket_s=args.bucket_s, frontier=not args.no_frontier, kpis=kpis)
     out = report.write(args.out)
     print(report.title)
     print()
@@ -74,6 +79,9 @@ def register(subparsers) -> None:
                    help="map a tenant to a team for a by-team breakdown (repeat for each tenant)")
     r.add_argument("--bucket-s", type=float, default=None, metavar="S",
                    help="time bucket for charts, anomalies and the forecast (default: about 60 buckets)")
+    r.add_argument("--kpis", metavar="FILE.toml",
+                   help="extra KPIs: [[kpi]] tables with name, formula (e.g. \"1000 * sum(cost_usd) / count()\"), "
+                        "unit, warning, critical; each gets a row and a chart")
     r.add_argument("--no-frontier", action="store_true",
                    help="skip the extra one-stage-at-a-time runs behind the cost-quality chart")
     r.set_defaults(func=cmd_report)

@@ -165,3 +165,21 @@ def test_a_column_missing_from_this_ledger_is_reported_at_its_token(ledger):
     with pytest.raises(KPIError, match="no column 'stage_dedup'") as info:
         Formula("share(stage_dedup)").evaluate(ledger)
     assert info.value.column == 7
+
+
+def test_kpis_from_a_toml_file(tmp_path, ledger):
+    from lab.analysis.kpi import load_kpis
+    from lab.errors import ConfigError
+
+    good = tmp_path / "kpis.toml"
+    good.write_text('[[kpi]]\nname = "b cost"\nformula = \'sum(cost_usd where tenant == "b")\'\nunit = "USD"\n'
+                    "warning = 3\ncritical = 5\n")
+    (kpi,) = load_kpis(good)
+    assert kpi.value(ledger) == 4.0 and kpi.status(kpi.value(ledger)) == "warning"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[kpi]]\nname = "x"\nformula = "sum(cost_usd"\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: kpi\[0\] \(x\): formula 'sum\(cost_usd', column 13"):
+        load_kpis(bad)
+    bad.write_text('[[kpi]]\nname = "x"\nformula = "count()"\nwarn = 1\n')
+    with pytest.raises(ConfigError, match="unknown field"):
+        load_kpis(bad)

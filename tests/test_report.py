@@ -97,9 +97,16 @@ def test_report_numbers_agree_with_the_simulation(written):
 
 def test_cli_report_from_a_scenario_and_from_ledgers(tmp_path, capsys):
     out = tmp_path / "from-scenario"
-    assert main(["report", SCENARIO, "--out", str(out), "--requests", "800", "--seeds", "1", "--no-frontier"]) == 0
+    kpis = tmp_path / "kpis.toml"
+    kpis.write_text('[[kpi]]\nname = "Retail cost / 1k"\nunit = "USD"\n'
+                    'formula = \'1000 * sum(cost_usd where tenant == "retail") / count(tenant == "retail")\'\n')
+    assert main(["report", SCENARIO, "--out", str(out), "--requests", "800", "--seeds", "1", "--no-frontier",
+                 "--kpis", str(kpis)]) == 0
     assert "report written to" in capsys.readouterr().out
     assert (out / "report.html").is_file()
+    assert (out / "kpi_retail_cost___1k.png").read_bytes().startswith(PNG)
+    custom = next(k for k in json.loads((out / "report.json").read_text())["kpis"] if k["kpi"] == "Retail cost / 1k")
+    assert custom["value"] > 0 and custom["status"] == "ok"
     for suffix in ("csv", "parquet"):
         ledger = tmp_path / f"ledger.{suffix}"
         assert main(["run", SCENARIO, "--requests", "800", "--ledger", str(ledger)]) == 0

@@ -719,3 +719,50 @@ def kpi_table(kpis, ledger) -> pd.DataFrame:
         rows.append({"kpi": k.name, "value": v, "unit": k.unit, "status": k.status(v),
                      "warning": k.warning, "critical": k.critical, "formula": k.formula})
     return pd.DataFrame(rows).set_index("kpi")
+
+
+def load_kpis(path) -> list[KPI]:
+    """KPIs from a TOML file of `[[kpi]]` tables: name, formula, unit, warning, critical, higher_is_better.
+
+        [[kpi]]
+        name = "cost per 1k requests"
+        formula = "1000 * sum(cost_usd) / count()"
+        unit = "USD"
+        warning = 0.2
+        critical = 0.3
+
+    A bad entry is an error naming the file, the entry and (for formulas) the column.
+    """
+    import tomllib
+    from pathlib import Path
+
+    from lab.errors import ConfigError
+
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such KPI file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{p}: not a TOML file ({exc})") from None
+    entries = data.get("kpi")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{p}: expected one or more [[kpi]] tables")
+    allowed = {"name", "formula", "unit", "warning", "critical", "higher_is_better", "description"}
+    kpis = []
+    for k, entry in enumerate(entries):
+        where = f"{p}: kpi[{k}]"
+        unknown = sorted(set(entry) - allowed)
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(allowed))}")
+        if not isinstance(entry.get("name"), str) or not isinstance(entry.get("formula"), str):
+            raise ConfigError(f"{where}: needs a name and a formula (strings)")
+        for field_name in ("warning", "critical"):
+            if field_name in entry and not isinstance(entry[field_name], (int, float)):
+                raise ConfigError(f"{where}.{field_name}: expected a number")
+        try:
+            kpis.append(KPI(entry["name"], entry["formula"], str(entry.get("unit", "")), entry.get("warning"),
+                            entry.get("critical"), entry.get("higher_is_better"), str(entry.get("description", ""))))
+        except KPIError as exc:
+            raise ConfigError(f"{where} ({entry['name']}): {exc}") from None
+    return kpis

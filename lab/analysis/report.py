@@ -221,13 +221,14 @@ def _resolve(source, seed: int, seeds: int, requests: int | None, progress) -> _
 def build_report(source, *, seed: int = 0, seeds: int = 3, requests: int | None = None,
                  sla_ms: float | None = None, budget_usd: float | None = None, budget_period_s: float = 86400.0,
                  teams: dict[str, str] | None = None, bucket_s: float | None = None, frontier: bool = True,
-                 progress: bool | None = None) -> Report:
+                 kpis: list | None = None, progress: bool | None = None) -> Report:
     """Simulate (for a scenario) and analyse; returns a Report ready to show or write.
 
     `seeds` > 1 runs seeds `seed .. seed+seeds-1` for confidence intervals; the charts and
     tables show the first. `budget_usd` (per `budget_period_s`) enables budget alerts;
     `teams` maps tenants to teams for a by-team table. A ledger file has no SLA of its own:
-    give `sla_ms` for latency alerts and KPIs.
+    give `sla_ms` for latency alerts and KPIs. `kpis` (lab.analysis.kpi.KPI objects, e.g. from
+    `load_kpis`) are added to the standard ones, each with a chart of its values over time.
     """
     src = _resolve(source, seed, seeds, requests, progress)
     led = src.ledger
@@ -237,6 +238,7 @@ def build_report(source, *, seed: int = 0, seeds: int = 3, requests: int | None 
         sla_ms = src.scenario.sla.p95_ms or None
     bucket_s = bucket_s or nice_bucket_s(horizon_s(led))
     b = _Builder(src, sla_ms, bucket_s, teams, budget_usd, budget_period_s)
+    b.custom_kpis = list(kpis or [])
     b.overview()
     b.strategies()
     b.attribution()
@@ -435,7 +437,7 @@ class _Builder:
         skip = set() if has_cache else {"cache hit rate"}
         if not self.has_stages:
             skip.add("share of bill saved")
-        table = kpi_table([k for k in kpis if k.name not in skip], self.led)
+        table = kpi_table([k for k in kpis if k.name not in skip] + self.custom_kpis, self.led)
         self.n["kpis"] = _records(table)
         rows = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{_kpi_value(r.value, r.unit)}</td>"
@@ -629,6 +631,10 @@ class _Builder:
         for k in self.attribution_keys[:2]:
             c.append(Chart(f"attribution_{k}.png", plots.attribution_bars(led, k, teams=self.teams),
                            f"Cost paid and saved by {k}."))
+        for kpi in self.custom_kpis:
+            slug = "".join(ch if ch.isalnum() else "_" for ch in kpi.name.lower()).strip("_") or "kpi"
+            c.append(Chart(f"kpi_{slug}.png", plots.kpi_over_time(kpi, led, self.bucket_s),
+                           f"{kpi.name} per {_bucket(self.bucket_s)} bucket, with its warning and critical lines."))
         if self.forecast is not None:
             c.append(Chart("forecast.png", plots.cost_over_time(led, self.bucket_s, baseline=False,
                                                                 forecast=self.forecast,
