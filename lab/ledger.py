@@ -40,6 +40,8 @@ class RunArrays:
         self.answered_by = np.full(n, -1, dtype=np.int8)      # stage that answered, -1: a provider did
         self.extra_cost_usd = np.zeros(n, dtype=np.float64)  # e.g. a background refresh it triggered
         self.cost_usd = np.zeros(n, dtype=np.float64)         # priced after the run
+        self.input_tokens = np.zeros(n, dtype=np.int32)       # what was sent (compression may trim it)
+        self.output_tokens = np.zeros(n, dtype=np.int32)      # what came back (a max_tokens cap may cut it)
         self.attempts = np.zeros(n, dtype=np.int8)            # provider calls made for the request
         self.status = np.zeros(n, dtype=np.int16)             # last HTTP status (0: no provider call)
 
@@ -65,9 +67,9 @@ def build_ledger(requests, run: RunArrays, baseline: RunArrays, provider_names, 
         "feature": pd.Categorical.from_codes(requests.feature, categories=list(requests.feature_names)),
         "provider": pd.Categorical.from_codes(prov_codes[prov_idx], categories=prov_cats),
         "model": pd.Categorical.from_codes(model_codes[prov_idx], categories=model_cats),
-        "input_tokens": requests.input_tokens,
+        "input_tokens": run.input_tokens,
         "cached_input_tokens": run.cached_input_tokens,
-        "output_tokens": requests.output_tokens,
+        "output_tokens": run.output_tokens,
         "cost_usd": run.cost_usd,
         "baseline_cost_usd": baseline.cost_usd,
         "queue_ms": run.queue_ms,

@@ -30,6 +30,8 @@ class Simulation:
         self.scenario, self.requests, self.seed = scenario, requests, seed
         self.env = simpy.Environment()
         self.run = RunArrays(len(requests))
+        self.run.input_tokens[:] = requests.input_tokens
+        self.run.output_tokens[:] = requests.output_tokens
         self.target = np.zeros(len(requests), dtype=np.int8)          # provider a request will go to
         self.retry_after_s = np.zeros(len(requests), dtype=np.float32)  # from a 429, for retry stages
         _, provider_seeds, stage_seeds = np.random.SeedSequence(seed).spawn(3)
@@ -144,13 +146,13 @@ class Simulation:
 
     def price(self) -> None:
         """Cost of every answered request, vectorized per provider, from genai-prices' numbers."""
-        run, req = self.run, self.requests
+        run = self.run
         for k, provider in enumerate(self.providers):
             mask = (run.provider == k) & (run.outcome == OK) & (run.answered_by < 0)
             if not mask.any():
                 continue
             prices = self.price_of(provider)
-            run.cost_usd[mask] = prices.cost_usd(req.input_tokens[mask], req.output_tokens[mask],
+            run.cost_usd[mask] = prices.cost_usd(run.input_tokens[mask], run.output_tokens[mask],
                                                  run.cached_input_tokens[mask], run.cache_write_tokens[mask],
                                                  write_1h=self.cache_write_1h)
         run.cost_usd += run.extra_cost_usd

@@ -245,3 +245,62 @@ def test_breaker_opens_half_opens_and_closes_with_fallback():
     during = led[(led.t_arrival_s > 21) & (led.t_arrival_s < 59)]
     assert (during.model == "gpt-4.1-mini").mean() > 0.95                       # fallback served the outage
     assert (during.outcome == "ok").mean() > 0.95
+
+
+# -- batching and compression ----------------------------------------------------------------
+
+def dashboard(pipeline, requests=2000, sla_ms=None, **provider):
+    traffic = {"arrivals": {"process": "poisson", "rate_per_s": 100.0},
+               "input_tokens": {"dist": "constant", "value": 300}, "output_tokens": {"dist": "constant", "value": 50},
+               "prefix": {"system_tokens": 1000}}
+    data = {"name": "dash", "requests": requests, "traffic": traffic, "pipeline": pipeline,
+            "providers": [{"name": "openai", "model": "gpt-4o-mini", "concurrency": 1000, "tokens_per_s": 100,
+                           "ttft_ms": {"dist": "constant", "value": 300}, **provider}]}
+    if sla_ms:
+        data["sla"] = {"p95_ms": sla_ms}
+    return lab.simulate(lab.scenario_from_dict(data), progress=False)
+
+
+def test_batching_shares_the_system_prompt_and_costs_latency():
+    plain = dashboard([])
+    batched = dashboard([{"stage": "batch", "window_ms": 100, "max_batch_size": 10, "overhead_tokens": 50}])
+    led = batched.ledger
+    st = batched.summary()["by_stage"]["batch"]
+    # every member pays its own 300 tokens plus an equal share of (1,000 system + 50 overhead) tokens
+    sizes = st["mean_batch_size"]
+    assert 5 < sizes <= 10
+    assert led.input_tokens.sum() == pytest.approx(2000 * 300 + st["batches"] * 1050, abs=0)
+    assert batched.summary()["cost_usd"] < 0.6 * plain.summary()["cost_usd"]
+    assert st["cost_saved_usd"] == pytest.approx(plain.summary()["cost_usd"] - batched.summary()["cost_usd"], rel=1e-9)
+    assert batched.summary()["latency_ms"]["p50"] > plain.summary()["latency_ms"]["p50"]   # the price: waiting
+
+
+def test_batching_flushes_early_to_keep_the_sla():
+    loose = dashboard([{"stage": "batch", "window_ms": 5000, "max_batch_size": 1000, "sla_aware": False}], sla_ms=3000)
+    kept = dashboard([{"stage": "batch", "window_ms": 5000, "max_batch_size": 1000}], sla_ms=3000)
+    assert loose.summary()["sla_violation_rate"] > 0.5
+    assert kept.summary()["by_stage"]["batch"]["early_flushes_for_sla"] > 0
+    assert kept.summary()["sla_violation_rate"] < loose.summary()["sla_violation_rate"] / 2
+
+
+def test_batch_members_fail_alone_and_are_retried_alone():
+    r = dashboard([{"stage": "batch", "window_ms": 100}, {"stage": "retry", "max_attempts": 4, "base_ms": 10}],
+                  error_rate=0.2)
+    led = r.ledger
+    assert (led.attempts > 1).mean() == pytest.approx(0.2, abs=0.03)      # members failed independently
+    assert (led.outcome == "error").mean() < 0.01                          # and retries recovered them
+
+
+def test_compression_trims_tokens_and_records_its_quality_penalty():
+    traffic = {"input_tokens": {"dist": "constant", "value": 3000}, "output_tokens": {"dist": "constant", "value": 800},
+               "prefix": {"system_tokens": 500}}
+    r = run([{"stage": "compress", "max_input_tokens": 2000, "max_output_tokens": 500}], [mock()],
+            traffic=traffic, requests=200)
+    led = r.ledger
+    assert (led.input_tokens == 2000).all() and (led.output_tokens == 500).all()
+    # removed (3,500 - 2,000) / 3,500 = 43 % of the prompt: moderate (0.05); cut answer: 0.3
+    assert led.quality.iloc[0] == pytest.approx((1 - 0.05) * (1 - 0.3), rel=1e-6)
+    p = model_prices("openai", "gpt-4o-mini")
+    assert led.cost_usd.iloc[0] == pytest.approx(float(p.cost_usd([2000], [500])[0]), rel=1e-12)
+    st = r.summary()["by_stage"]["compress"]
+    assert st["cost_saved_usd"] == pytest.approx(r.summary()["baseline_cost_usd"] - r.summary()["cost_usd"], rel=1e-9)

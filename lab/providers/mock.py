@@ -98,14 +98,14 @@ class MockProvider:
         return any(start <= t_s < end for start, end in self.outages)
 
     def _usage(self, i: int, kind: str) -> float:
-        req = self.sim.requests
+        req, run = self.sim.requests, self.sim.run
         if kind == "rpm":
             return 1.0
         if kind == "itpm":
-            return float(req.input_tokens[i])
+            return float(run.input_tokens[i])
         if kind == "otpm":
             return float(req.max_tokens[i])
-        return float(req.input_tokens[i] + req.max_tokens[i])   # tpm: input + max_tokens, as OpenAI estimates
+        return float(run.input_tokens[i] + req.max_tokens[i])   # tpm: input + max_tokens, as OpenAI estimates
 
     def _over_limit_s(self, i: int) -> float:
         """0 if request i fits every limit now (and takes its share), else the Retry-After."""
@@ -152,8 +152,39 @@ class MockProvider:
         else:
             self.waiting.append(-1 - i)
 
-    def _serve(self, i: int) -> None:
+    def submit_batch(self, members: list[int], service_s: float) -> None:
+        """Several requests in one call (request batching): one slot, one service time, own statuses."""
+        run, now = self.sim.run, self.env.now
+        for i in members:
+            run.provider[i] = self.index
+            run.t_dispatch_s[i] = now
+            run.attempts[i] += 1
+        if self.outages and self.in_outage(now):
+            for i in members:
+                self._refuse(i, self.outage_status, 0.0)
+            return
+        job = (tuple(members), service_s)
+        if self.free_slots:
+            self.free_slots -= 1
+            self._serve(job)
+        else:
+            self.waiting.append(job)
+
+    def _serve_batch(self, job) -> None:
+        members, service_s = job
+        run, now = self.sim.run, self.env.now
+        for i in members:
+            run.queue_ms[i] += (now - run.t_dispatch_s[i]) * 1000.0
+            self.sim.on_start(i, self)
+            run.status[i] = self._status(i)
+            run.service_ms[i] += service_s * 1000.0
+        self.env.timeout(service_s, members).callbacks.append(self._finished)
+
+    def _serve(self, i) -> None:
         self.calls += 1
+        if type(i) is tuple:
+            self._serve_batch(i)
+            return
         if i < 0:  # background fetch: occupies a slot, writes nothing to the ledger row
             self.env.timeout(self.service_s[-1 - i], i).callbacks.append(self._finished)
             return
@@ -161,6 +192,9 @@ class MockProvider:
         run.queue_ms[i] += (now - run.t_dispatch_s[i]) * 1000.0
         self.sim.on_start(i, self)
         service_s = self.service_s[i]
+        cut = int(self.sim.requests.output_tokens[i]) - int(run.output_tokens[i])
+        if cut > 0 and self.config.latency_ms is None:   # a capped answer streams fewer tokens
+            service_s -= cut / (self.config.tokens_per_s or self.info.tokens_per_s)
         status = run.status[i] = self._status(i)
         if self.config.error_latency_ms and status != 200:
             service_s = min(self.config.error_latency_ms / 1000.0, service_s)
@@ -183,6 +217,11 @@ class MockProvider:
             self._serve(self.waiting.popleft())
         else:
             self.free_slots += 1
+        if type(i) is tuple:
+            for member in i:
+                status = int(self.sim.run.status[member])
+                self.sim.complete(member, OK if status == 200 else ERROR, status)
+            return
         if i < 0:
             self.sim.background_done(-1 - i, self)
             return

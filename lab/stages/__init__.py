@@ -51,10 +51,12 @@ class Stage:
 
 def _registry():
     from lab.stages import (
+        batch,
         batch_api,
         budget,
         cache,
         cascade,
+        compress,
         dedup,
         prompt_cache,
         rate_limit,
@@ -63,8 +65,8 @@ def _registry():
         semantic_cache,
     )
 
-    return {m.NAME: m for m in (cache, semantic_cache, dedup, prompt_cache, batch_api, budget, rate_limit,
-                                router, cascade, retry)}
+    return {m.NAME: m for m in (cache, semantic_cache, dedup, prompt_cache, batch, batch_api, budget, rate_limit,
+                                router, cascade, retry, compress)}
 
 
 def stage_names() -> list[str]:

@@ -86,11 +86,11 @@ class BatchApiStage(Stage):
 
     def _finished(self, event) -> None:
         i = event.value
-        sim, req = self.sim, self.sim.requests
+        sim = self.sim
         provider = sim.providers[int(sim.run.provider[i])]
         batch = sim.price_of(provider).batch
         s = slice(i, i + 1)
-        sim.run.extra_cost_usd[i] += float(batch.cost_usd(req.input_tokens[s], req.output_tokens[s])[0])
+        sim.run.extra_cost_usd[i] += float(batch.cost_usd(sim.run.input_tokens[s], sim.run.output_tokens[s])[0])
         sim.run.service_ms[i] = (sim.env.now - sim.run.t_dispatch_s[i]) * 1000.0
         sim.run.status[i] = 200
         sim.answer(i, BATCHED, self)

@@ -204,12 +204,12 @@ class BudgetStage(Stage):
 
     def actual_cost_usd(self, i: int) -> float:
         """What request i will be billed, priced exactly as the ledger will price it."""
-        sim, run, req = self.sim, self.sim.run, self.sim.requests
+        sim, run = self.sim, self.sim.run
         cost = float(run.extra_cost_usd[i])
         if run.outcome[i] == OK and run.answered_by[i] < 0:
             k = int(run.provider[i])
             s = slice(i, i + 1)
-            cost += float(self.prices[k].cost_usd(req.input_tokens[s], req.output_tokens[s], run.cached_input_tokens[s],
+            cost += float(self.prices[k].cost_usd(run.input_tokens[s], run.output_tokens[s], run.cached_input_tokens[s],
                                                   run.cache_write_tokens[s], write_1h=sim.cache_write_1h)[0])
         return cost
 
@@ -232,13 +232,12 @@ class BudgetStage(Stage):
         rejected = run.answered_by == self.index
         saved = float(base.cost_usd[rejected].sum())
         if self.downgraded:
-            req = result.requests
             touched = ((run.stage_flags & self.bit) != 0) & ~rejected & (run.outcome == OK) & (run.answered_by < 0)
             for k, p in enumerate(self.prices):
                 m = touched & (run.provider == k)
                 if m.any():
-                    full_here = p.cost_usd(req.input_tokens[m], req.output_tokens[m])
-                    full_first = self.prices[0].cost_usd(req.input_tokens[m], req.output_tokens[m])
+                    full_here = p.cost_usd(run.input_tokens[m], run.output_tokens[m])
+                    full_first = self.prices[0].cost_usd(run.input_tokens[m], run.output_tokens[m])
                     saved += float((full_first - full_here).sum())
         return saved
 

@@ -89,9 +89,8 @@ class CascadeStage(Stage):
         # not good enough: pay for this answer, then ask the next model
         provider = sim.providers[int(run.provider[i])]
         s = slice(i, i + 1)
-        req = sim.requests
         run.extra_cost_usd[i] += float(sim.price_of(provider).cost_usd(
-            req.input_tokens[s], req.output_tokens[s], run.cached_input_tokens[s], run.cache_write_tokens[s],
+            run.input_tokens[s], run.output_tokens[s], run.cached_input_tokens[s], run.cache_write_tokens[s],
             write_1h=sim.cache_write_1h)[0])
         run.cached_input_tokens[i] = run.cache_write_tokens[i] = 0
         self.step[i] = step + 1

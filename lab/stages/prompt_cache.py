@@ -119,7 +119,7 @@ class PromptCacheStage(Stage):
         if req.block_ids is not None:
             return req.block_ids[req.block_offsets[i]:req.block_offsets[i + 1]].tolist()
         bt = self.block_tokens
-        n_blocks = -(-int(req.input_tokens[i]) // bt)
+        n_blocks = -(-int(self.sim.run.input_tokens[i]) // bt)
         prefix_id = int(req.prefix_id[i])
         n_prefix = int(req.prefix_tokens[i]) // bt if prefix_id >= 0 else 0
         ids = [-(prefix_id * 4096 + j) - 1 for j in range(min(n_prefix, n_blocks))]
@@ -128,7 +128,7 @@ class PromptCacheStage(Stage):
         return ids
 
     def on_start(self, i: int, provider) -> None:
-        sim, req, run = self.sim, self.sim.requests, self.sim.run
+        sim, run = self.sim, self.sim.run
         rules = self.rules_for(provider)
         cache = self.cache_for(provider, rules)
         now = sim.env.now
@@ -137,7 +137,7 @@ class PromptCacheStage(Stage):
         cache.remember(blocks, self.block_tokens, now)
         self.blocks_total += len(blocks)
         self.blocks_hit += hit_blocks
-        input_tokens = int(req.input_tokens[i])
+        input_tokens = int(run.input_tokens[i])
         matched = min(hit_blocks * self.block_tokens, input_tokens)
         cached, written = self.apply_rules(rules, i, provider, matched, input_tokens)
         if cached or written:
@@ -187,14 +187,14 @@ class PromptCacheStage(Stage):
 
     def saved_usd(self, result) -> float:
         """Price without prompt caching minus price with it, over the requests it touched."""
-        run, req = result.run, result.requests
+        run = result.run
         saved = 0.0
         for provider in result.providers:
             mask = ((run.stage_flags & self.bit) != 0) & (run.provider == provider.index) & (run.outcome == OK)
             if not mask.any():
                 continue
             prices = self.sim.price_of(provider)
-            full = prices.cost_usd(req.input_tokens[mask], req.output_tokens[mask])
+            full = prices.cost_usd(run.input_tokens[mask], run.output_tokens[mask])
             saved += float(full.sum() - run.cost_usd[mask].sum())
         return saved
 

@@ -120,12 +120,12 @@ class RouterStage(Stage):
 
     def saved_usd(self, result) -> float:
         """Baseline cost minus the uncached price on the chosen model, for requests routed away."""
-        run, req, base = result.run, result.requests, result.baseline
+        run, base = result.run, result.baseline
         saved = 0.0
         for k, p in enumerate(self.prices):
             m = ((run.stage_flags & self.bit) != 0) & (run.provider == k) & (run.outcome == OK) & (run.answered_by < 0)
             if m.any():
-                saved += float(base.cost_usd[m].sum() - p.cost_usd(req.input_tokens[m], req.output_tokens[m]).sum())
+                saved += float(base.cost_usd[m].sum() - p.cost_usd(run.input_tokens[m], run.output_tokens[m]).sum())
         return saved
 
     def stats(self) -> dict:
