@@ -6,7 +6,10 @@
 - **a hard cap**: a call is refused (`BudgetExceeded`) unless its worst case — the prompt's
   counted tokens priced as uncached input (or as cache writes, when it asks for a cache
   breakpoint), plus `max_tokens` of output — fits in what is left of the budget. Claude and
-  Gemini token counts are tiktoken estimates, so they get a 30 % margin.
+  Gemini token counts are tiktoken estimates, so they get a 30 % margin. Reasoning and
+  thinking tokens count as output within `max_tokens` (OpenAI's max_completion_tokens;
+  Gemini's max_output_tokens caps thoughts and reply together, as the API behaves —
+  googleapis/python-genai#2062 — though Google's thinking page describes them apart).
 - **polite retries**: 429, 529 (Anthropic overloaded) and 5xx answers are retried with
   exponential backoff and jitter, waiting at least what `Retry-After` asks; other errors are
   not. Failed attempts cost nothing, so a retried call is billed once.
