@@ -99,6 +99,8 @@ class Result:
             "latency_ms": opt["latency_ms"],
             "queue_ms": opt["queue_ms"],
             "by_stage": by_stage,
+            "savings_unattributed_usd": (base_cost - opt["cost_usd"])
+            - sum(v["cost_saved_usd"] for v in by_stage.values()),   # e.g. failed requests nobody paid for
             "quality_mean": opt["quality_mean"],
             "provider_calls": opt["provider_calls"],
             "simulated_s": float(self.requests.horizon_s),

@@ -113,6 +113,10 @@ class Provider:
     tpm: float = 0.0                       # input + max_tokens per minute (OpenAI's estimate)
     itpm: float = 0.0                      # Anthropic: input tokens per minute
     otpm: float = 0.0                      # Anthropic: output tokens per minute, estimated from max_tokens
+    base_url: str | None = None            # kind "live": handed to the SDK as it takes it (e.g. a fake server)
+    cassette: str | None = None            # "live": calls are appended here; "replay": answered from here
+    budget_usd: float | None = None        # "live" | "replay": hard spend cap of a run and its baseline together
+    cache: str | None = None               # anthropic "live": cache breakpoints "5m" | "1h"
     service_tier: str = "standard"         # "standard" | "flex" (batch prices, slower, may be shed) | "priority"
     flex_slowdown: float = 2.0             # flex service time multiplier (an assumption; OpenAI: "slower")
     flex_shed_rate: float = 0.0            # share of flex calls refused with 429 (resource unavailable)
@@ -316,7 +320,17 @@ def _provider(t: Table) -> Provider:
             o.fail("end_s", f"expected end_s > start_s ({start:g}), got {end:g}")
         o.done()
         outages.append((start, end))
-    p = Provider(name=name, model=model, kind=t.string("kind", "mock", choices=("mock",)),
+    kind = t.string("kind", "mock", choices=("mock", "live", "replay"))
+    cassette = t.string("cassette", None)
+    cassette = str(Path(t.path).parent / cassette) if cassette else None
+    if kind != "mock" and not t.has("budget_usd"):
+        t.fail("budget_usd", "a live or replay provider needs a spend cap in US dollars, e.g. budget_usd = 0.50")
+    if kind == "replay" and cassette is None:
+        t.fail("cassette", 'kind = "replay" answers from a cassette: give its path')
+    if kind != "mock" and t.has("service_tier") and t.data["service_tier"] != "standard":
+        t.fail("service_tier", "live and replayed calls use the standard tier")
+    p = Provider(name=name, model=model, kind=kind, base_url=t.string("base_url", None), cassette=cassette,
+                 budget_usd=t.number("budget_usd", None, min=0.0), cache=t.string("cache", None, choices=("5m", "1h")),
                  concurrency=t.integer("concurrency", 64, min=1), latency_ms=latency, ttft_ms=ttft,
                  tokens_per_s=tokens_per_s, error_rate=t.probability("error_rate", 0.0),
                  bad_request_rate=t.probability("bad_request_rate", 0.0),

@@ -14,6 +14,7 @@ import simpy
 
 from lab.ledger import ERROR, OK, RunArrays
 from lab.pricing import model_prices
+from lab.providers.live import LiveProvider
 from lab.providers.mock import MockProvider
 from lab.scenario import Scenario
 from lab.stages import Stage, build_stage
@@ -35,7 +36,8 @@ class Simulation:
         self.target = np.zeros(len(requests), dtype=np.int8)          # provider a request will go to
         self.retry_after_s = np.zeros(len(requests), dtype=np.float32)  # from a 429, for retry stages
         _, provider_seeds, stage_seeds = np.random.SeedSequence(seed).spawn(3)
-        self.providers = [MockProvider(self, cfg, k, np.random.default_rng(s))
+        self.providers = [(LiveProvider if cfg.kind in ("live", "replay") else MockProvider)(
+                              self, cfg, k, np.random.default_rng(s))
                           for k, (cfg, s) in enumerate(zip(scenario.providers, provider_seeds.spawn(len(scenario.providers))))]
         self.cache_write_1h = False   # a prompt-cache stage with 1-hour writes sets this
         from lab.quality import QualityModel
@@ -151,11 +153,23 @@ class Simulation:
             mask = (run.provider == k) & (run.outcome == OK) & (run.answered_by < 0)
             if not mask.any():
                 continue
+            measured = getattr(provider, "measured_cost_usd", None)
+            if measured is not None:   # live or replayed calls: what the provider billed
+                run.cost_usd[mask] = measured[mask]
+                continue
             prices = self.price_of(provider)
             run.cost_usd[mask] = prices.cost_usd(run.input_tokens[mask], run.output_tokens[mask],
                                                  run.cached_input_tokens[mask], run.cache_write_tokens[mask],
                                                  write_1h=self.cache_write_1h)
         run.cost_usd += run.extra_cost_usd
+
+    def list_price(self) -> np.ndarray:
+        """Each request served once, uncached, by the first provider: the baseline's bill.
+
+        Priced whatever the baseline run's outcome, so a reduction compares serving the same
+        work (a request the unprotected baseline lost to an outage is not a saving).
+        """
+        return self.price_of(self.providers[0]).cost_usd(self.run.input_tokens, self.run.output_tokens)
 
 
 def _progress_bar(total: int, label: str):
@@ -182,5 +196,6 @@ def simulate(scenario: Scenario, seed: int = 0, requests: int | None = None, *, 
     run = optimized.run_to_end()
     base_sim = Simulation(scenario, stream, seed, optimized=False, progress=progress, label="baseline")
     baseline = base_sim.run_to_end()
+    baseline.cost_usd = base_sim.list_price()
     return Result(scenario=scenario, seed=seed, requests=stream, run=run, baseline=baseline,
                   stages=optimized.stages, providers=optimized.providers)
