@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from lab.config import Table
 from lab.ledger import CACHE_HIT, OK
 from lab.stages import Stage
@@ -76,6 +78,12 @@ def parse(t: Table) -> Config:
     return c
 
 
+def request_keys(requests, shared: bool) -> list[int]:
+    """Each request's cache key: its prompt, plus its tenant unless the cache is shared."""
+    keys = requests.prompt if shared else (requests.prompt << 16) | requests.tenant.astype(np.int64)
+    return keys.tolist()
+
+
 class Entry:
     """A stored answer: when it expires, which data version it reflects, how long it took to fetch."""
 
@@ -106,13 +114,14 @@ class CacheStage(Stage):
         self.refreshes = self.blocked_fills = self.expired = 0
         self._uniforms = rng.random(1 << 16)
         self._u = 0
+        # per-request keys as Python ints, computed once: dict lookups on them are the hot path
+        self.keys = request_keys(req, config.shared)
+        self.cacheable = req.cacheable.tolist()
 
     # -- keys, versions, TTLs ------------------------------------------------------------
 
     def key(self, i: int) -> int:
-        req = self.sim.requests
-        prompt = int(req.prompt[i])
-        return prompt if self.config.shared else (prompt << 16) | int(req.tenant[i])
+        return self.keys[i]
 
     def intent_of(self, i: int) -> int:
         return int(self.sim.requests.intent[i])
@@ -146,13 +155,13 @@ class CacheStage(Stage):
     # -- the story -----------------------------------------------------------------------
 
     def on_request(self, i: int) -> bool:
-        sim = self.sim
-        if not sim.requests.cacheable[i]:
+        if not self.cacheable[i]:
             return False
+        sim = self.sim
         now = sim.env.now
         if self.update_t.size:
             self.catch_up(now)
-        key = self.key(i)
+        key = self.keys[i]
         entry = self.store.get(key)
         if entry is not None:
             intent = self.intent_of(i)

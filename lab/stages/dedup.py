@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from lab.config import Table
 from lab.ledger import DEDUPLICATED, OK
 from lab.stages import Stage
+from lab.stages.cache import request_keys
 
 NAME = "dedup"
 
@@ -38,16 +39,16 @@ class DedupStage(Stage):
         self.in_flight: dict[int, list[int]] = {}     # key -> [leader, followers...]
         self.recent: dict[int, float] = {}            # key -> when its last answer completed
         self.leaders = self.followers = self.window_hits = 0
+        self.keys = request_keys(sim.requests, config.shared)
+        self.cacheable = sim.requests.cacheable.tolist()
 
     def key(self, i: int) -> int:
-        req = self.sim.requests
-        prompt = int(req.prompt[i])
-        return prompt if self.config.shared else (prompt << 16) | int(req.tenant[i])
+        return self.keys[i]
 
     def on_request(self, i: int) -> bool:
-        if not self.sim.requests.cacheable[i]:
+        if not self.cacheable[i]:
             return False
-        key = self.key(i)
+        key = self.keys[i]
         group = self.in_flight.get(key)
         if group is not None:
             group.append(i)
@@ -66,9 +67,9 @@ class DedupStage(Stage):
         return False
 
     def on_response(self, i: int) -> None:
-        if not self.sim.requests.cacheable[i]:
+        if not self.cacheable[i]:
             return
-        key = self.key(i)
+        key = self.keys[i]
         group = self.in_flight.get(key)
         if group is None or group[0] != i:
             return

@@ -27,14 +27,15 @@ Rules (`rules`), with prices from genai-prices:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
 from lab.config import Table
 from lab.ledger import OK
 from lab.stages import Stage
-from lab.stages._eviction import LRUStore
 
 NAME = "prompt_cache"
 RULES = ("auto", "ideal", "openai", "anthropic", "gemini")
@@ -64,27 +65,43 @@ def parse(t: Table) -> Config:
 
 
 class PrefixCache:
-    """One provider's cache of prompt blocks: LRU by tokens, entries expire `ttl_s` after last use."""
+    """One provider's cache of prompt blocks: LRU by tokens, entries expire `ttl_s` after last use.
 
-    def __init__(self, capacity_tokens: int | None, ttl_s: float | None):
-        self.blocks = LRUStore(capacity_tokens)
+    Blocks are all `block_tokens` long, so capacity is a block count; the store is a plain
+    dict (unlimited) or an OrderedDict in use order (bounded), updated with C-level calls
+    because a long prompt touches dozens of blocks.
+    """
+
+    def __init__(self, capacity_tokens: int | None, ttl_s: float | None, block_tokens: int):
+        self.max_blocks = max(capacity_tokens // block_tokens, 0) if capacity_tokens else None
+        self.blocks: dict = OrderedDict() if self.max_blocks is not None else {}
         self.ttl_s = ttl_s
+        self.evictions = 0
 
     def leading_hits(self, blocks, now: float) -> int:
         """How many of `blocks`, from the first, are cached and fresh."""
-        store, n = self.blocks, 0
+        get, n = self.blocks.get, 0
         for b in blocks:
-            expiry = store.get(b)
+            expiry = get(b)
             if expiry is None or now >= expiry:
                 break
             n += 1
         return n
 
-    def remember(self, blocks, block_tokens: int, now: float) -> None:
+    def remember(self, blocks, now: float) -> None:
+        """All of the prompt's blocks are now cached, most recently used."""
         expiry = now + self.ttl_s if self.ttl_s is not None else float("inf")
         store = self.blocks
+        if self.max_blocks is None:
+            store.update(zip(blocks, repeat(expiry)))
+            return
+        move = store.move_to_end
         for b in blocks:
-            store.put(b, expiry, block_tokens)
+            store[b] = expiry
+            move(b)
+        while len(store) > self.max_blocks:
+            store.popitem(last=False)
+            self.evictions += 1
 
 
 class PromptCacheStage(Stage):
@@ -110,7 +127,7 @@ class PromptCacheStage(Stage):
             ttl = self.config.ttl_s
             if ttl is None:
                 ttl = 3600.0 if rules == "anthropic" and self.config.anthropic_ttl == "1h" else DEFAULT_TTL_S[rules]
-            cache = self.caches[provider.index] = PrefixCache(self.config.capacity_tokens, ttl)
+            cache = self.caches[provider.index] = PrefixCache(self.config.capacity_tokens, ttl, self.block_tokens)
         return cache
 
     def blocks_of(self, i: int) -> list[int]:
@@ -134,7 +151,7 @@ class PromptCacheStage(Stage):
         now = sim.env.now
         blocks = self.blocks_of(i)
         hit_blocks = cache.leading_hits(blocks, now)
-        cache.remember(blocks, self.block_tokens, now)
+        cache.remember(blocks, now)
         self.blocks_total += len(blocks)
         self.blocks_hit += hit_blocks
         input_tokens = int(run.input_tokens[i])
