@@ -304,3 +304,13 @@ def test_compression_trims_tokens_and_records_its_quality_penalty():
     assert led.cost_usd.iloc[0] == pytest.approx(float(p.cost_usd([2000], [500])[0]), rel=1e-12)
     st = r.summary()["by_stage"]["compress"]
     assert st["cost_saved_usd"] == pytest.approx(r.summary()["baseline_cost_usd"] - r.summary()["cost_usd"], rel=1e-9)
+
+
+def test_budget_limits_per_tenant_name():
+    traffic = {"tenants": [{"name": "free"}, {"name": "pro"}], "max_tokens": 300,
+               "arrivals": {"process": "poisson", "rate_per_s": 1000.0}}
+    r = run([{"stage": "budget", "daily_usd_by": {"free": 0.01, "pro": 0.05}}], [mock()], traffic=traffic,
+            requests=2000)
+    spend = r.ledger.groupby("tenant", observed=True).cost_usd.sum()
+    assert spend["free"] <= 0.01 and spend["pro"] <= 0.05
+    assert spend["pro"] > 0.03          # each tenant spends its own budget, not the other's

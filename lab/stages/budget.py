@@ -36,6 +36,7 @@ class Config:
     action: str = "reject"                 # "warn" | "queue" | "downgrade" | "reject"
     downgrade_to: str = ""                 # model of a listed provider (default: the cheapest)
     alerts: tuple[float, ...] = (0.5, 0.8, 1.0)
+    daily_usd_by: tuple[tuple[str, float], ...] = ()    # per tenant/feature name: its own daily limit
 
 
 def parse(t: Table) -> Config:
@@ -43,10 +44,20 @@ def parse(t: Table) -> Config:
                per=t.string("per", "tenant", choices=("tenant", "feature", "all")),
                action=t.string("action", "reject", choices=("warn", "queue", "downgrade", "reject")),
                downgrade_to=t.string("downgrade_to", ""),
-               alerts=t.numbers("alerts", (0.5, 0.8, 1.0), min=0.0) if t.has("alerts") else (0.5, 0.8, 1.0))
-    if c.daily_usd is None and c.monthly_usd is None:
+               alerts=t.numbers("alerts", (0.5, 0.8, 1.0), min=0.0) if t.has("alerts") else (0.5, 0.8, 1.0),
+               daily_usd_by=_named_limits(t))
+    if c.daily_usd is None and c.monthly_usd is None and not c.daily_usd_by:
         t.fail("daily_usd", "give daily_usd and/or monthly_usd")
     return c
+
+
+def _named_limits(t: Table) -> tuple[tuple[str, float], ...]:
+    if not t.has("daily_usd_by"):
+        return ()
+    table = t.table("daily_usd_by")
+    out = tuple((name, table.number(name, min=0.0)) for name in list(table.data))
+    table.done()
+    return out
 
 
 class Account:
@@ -65,6 +76,10 @@ class BudgetStage(Stage):
         super().__init__(config, sim, index, rng)
         self.limits = [(lim, span) for lim, span in ((config.daily_usd, DAY_S), (config.monthly_usd, MONTH_S))
                        if lim is not None]
+        if config.daily_usd_by and config.daily_usd is None:
+            self.limits.insert(0, (float("inf"), DAY_S))
+        names = sim.requests.tenant_names if config.per == "tenant" else sim.requests.feature_names
+        self.daily_by_key = {names.index(n): usd for n, usd in config.daily_usd_by if n in names}
         self.accounts: dict[tuple[int, float], Account] = {}
         self.holds: dict[int, tuple[int, float]] = {}          # request -> (key, reserved usd)
         self.queue: deque[int] = deque()
@@ -102,9 +117,12 @@ class BudgetStage(Stage):
         inp, out = req.input_tokens[i:i + 1], req.max_tokens[i:i + 1]
         return max(float(self.prices[k].cost_usd(inp, out)[0]) for k in providers)
 
+    def limit_for(self, key: int, limit: float, span: float) -> float:
+        return self.daily_by_key.get(key, limit) if span == DAY_S else limit
+
     def fits(self, key: int, amount: float, now: float) -> bool:
         return all(self.account(key, span, now).spent_usd + self.account(key, span, now).reserved_usd + amount
-                   <= limit + 1e-12 for limit, span in self.limits)
+                   <= self.limit_for(key, limit, span) + 1e-12 for limit, span in self.limits)
 
     def reserve(self, i: int, key: int, amount: float, now: float) -> None:
         for _, span in self.limits:
@@ -139,7 +157,7 @@ class BudgetStage(Stage):
                 self.touch(i)
                 self.reserve(i, key, cheaper, now)
                 return False
-        if action == "queue" and not self._never_fits(worst):
+        if action == "queue" and not self._never_fits(worst, key):
             if first_time:
                 self.queued += 1
                 self.touch(i)
@@ -154,8 +172,8 @@ class BudgetStage(Stage):
         """A router after this stage may pick any provider: reserve for the dearest."""
         return any(s.name in ("router", "cascade") and s.index > self.index for s in self.sim.stages)
 
-    def _never_fits(self, amount: float) -> bool:
-        return any(amount > limit for limit, _ in self.limits)
+    def _never_fits(self, amount: float, key: int = -1) -> bool:
+        return any(amount > self.limit_for(key, limit, span) for limit, span in self.limits)
 
     def _schedule_wake(self, now: float) -> None:
         """Queued requests are retried when the shortest budget period rolls over."""
@@ -197,7 +215,7 @@ class BudgetStage(Stage):
             acc = self.account(key, span, now)
             acc.reserved_usd -= reserved
             acc.spent_usd += actual
-            self._alert(key, acc, limit, span, now)
+            self._alert(key, acc, self.limit_for(key, limit, span), span, now)
         if self.queue:
             self._drain()
         return False
@@ -215,7 +233,7 @@ class BudgetStage(Stage):
 
     def _alert(self, key: int, acc: Account, limit: float, span: float, now: float) -> None:
         levels = sorted(self.config.alerts)
-        while acc.alerted < len(levels) and limit > 0 and acc.spent_usd >= levels[acc.alerted] * limit:
+        while acc.alerted < len(levels) and 0 < limit < float("inf") and acc.spent_usd >= levels[acc.alerted] * limit:
             self.alerts.append({"t_s": now, "key": self._key_name(key), "period": "day" if span == DAY_S else "month",
                                 "threshold_pct": 100 * levels[acc.alerted], "spent_usd": acc.spent_usd})
             acc.alerted += 1
