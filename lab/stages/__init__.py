@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from lab.config import Table, did_you_mean
+from lab.ledger import OK
 
 
 class Stage:
@@ -37,6 +38,23 @@ class Stage:
 
     def on_response(self, i: int) -> None:
         pass
+
+    def served_by(self, result, provider_index: int) -> np.ndarray:
+        """Requests this stage touched that provider `provider_index` answered (and billed)."""
+        run = result.run
+        return (((run.stage_flags & self.bit) != 0) & (run.provider == provider_index)
+                & (run.outcome == OK) & (run.answered_by < 0))
+
+    def repriced_saving_usd(self, result, input_tokens, output_tokens) -> float:
+        """Price of the touched requests with the given token counts, minus with the ones sent."""
+        run, saved = result.run, 0.0
+        for k, provider in enumerate(result.providers):
+            m = self.served_by(result, k)
+            if m.any():
+                p = self.sim.price_of(provider)
+                saved += float(p.cost_usd(input_tokens[m], output_tokens[m]).sum()
+                               - p.cost_usd(run.input_tokens[m], run.output_tokens[m]).sum())
+        return saved
 
     def saved_usd(self, result) -> float:
         """Default: the whole baseline cost of the requests this stage answered."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lab.config import Table
-from lab.ledger import OK
 from lab.stages import Stage
 
 NAME = "batch"
@@ -133,14 +132,7 @@ class BatchStage(Stage):
         alone_tokens = run.input_tokens.copy()
         for i, tokens in self.sent_alone.items():
             alone_tokens[i] = tokens
-        saved = 0.0
-        for k, provider in enumerate(result.providers):
-            m = ((run.stage_flags & self.bit) != 0) & (run.provider == k) & (run.outcome == OK) & (run.answered_by < 0)
-            if m.any():
-                p = self.sim.price_of(provider)
-                alone = p.cost_usd(alone_tokens[m], run.output_tokens[m])
-                saved += float(alone.sum() - p.cost_usd(run.input_tokens[m], run.output_tokens[m]).sum())
-        return saved
+        return self.repriced_saving_usd(result, alone_tokens, run.output_tokens)
 
     def stats(self) -> dict:
         return {"batches": self.batches, "mean_batch_size": self.members / self.batches if self.batches else 0.0,

@@ -89,15 +89,7 @@ class CompressStage(Stage):
 
     def saved_usd(self, result) -> float:
         """Price of the original tokens minus price of the sent ones, on the requests it touched."""
-        run, req = result.run, result.requests
-        saved = 0.0
-        for k, provider in enumerate(result.providers):
-            m = ((run.stage_flags & self.bit) != 0) & (run.provider == k) & (run.outcome == OK) & (run.answered_by < 0)
-            if m.any():
-                p = self.sim.price_of(provider)
-                saved += float(p.cost_usd(req.input_tokens[m], req.output_tokens[m]).sum()
-                               - p.cost_usd(run.input_tokens[m], run.output_tokens[m]).sum())
-        return saved
+        return self.repriced_saving_usd(result, result.requests.input_tokens, result.requests.output_tokens)
 
     def stats(self) -> dict:
         return {"input_tokens_saved": self.input_saved_tokens, "output_tokens_saved": self.output_saved_tokens,

@@ -34,7 +34,6 @@ from itertools import repeat
 import numpy as np
 
 from lab.config import Table
-from lab.ledger import OK
 from lab.stages import Stage
 
 NAME = "prompt_cache"
@@ -207,7 +206,7 @@ class PromptCacheStage(Stage):
         run = result.run
         saved = 0.0
         for provider in result.providers:
-            mask = ((run.stage_flags & self.bit) != 0) & (run.provider == provider.index) & (run.outcome == OK)
+            mask = self.served_by(result, provider.index)
             if not mask.any():
                 continue
             prices = self.sim.price_of(provider)

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from lab.config import Table
-from lab.ledger import OK
 from lab.stages import Stage
 
 NAME = "router"
@@ -123,7 +122,7 @@ class RouterStage(Stage):
         run, base = result.run, result.baseline
         saved = 0.0
         for k, p in enumerate(self.prices):
-            m = ((run.stage_flags & self.bit) != 0) & (run.provider == k) & (run.outcome == OK) & (run.answered_by < 0)
+            m = self.served_by(result, k)
             if m.any():
                 saved += float(base.cost_usd[m].sum() - p.cost_usd(run.input_tokens[m], run.output_tokens[m]).sum())
         return saved
