@@ -216,8 +216,9 @@ def make_requests(scenario: Scenario, rng: np.random.Generator, requests: int | 
     # the output cap each request sends; an answer longer than it is cut off there
     req.max_tokens = np.full(n, tr.max_tokens, dtype=np.int32)
     req.output_tokens = np.minimum(req.output_tokens, req.max_tokens)
-    if tr.difficulty is not None:
-        req.difficulty = np.clip(tr.difficulty.sample(rng, n), 0.0, 1.0).astype(np.float32)
+    if tr.difficulty is not None:   # like its lengths, a prompt's difficulty belongs to the prompt
+        draws = np.clip(tr.difficulty.sample(rng, n_keys or n), 0.0, 1.0).astype(np.float32)
+        req.difficulty = draws[prompt] if n_keys else draws
     if tr.may_wait_share:
         req.may_wait = rng.random(n) < tr.may_wait_share
     if trace is not None and trace.block_ids is not None:

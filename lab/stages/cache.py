@@ -87,11 +87,11 @@ def request_keys(requests, shared: bool) -> list[int]:
 class Entry:
     """A stored answer: when it expires, which data version it reflects, how long it took to fetch."""
 
-    __slots__ = ("expiry_s", "tag_version", "data_version", "fetch_s", "stored_s")
+    __slots__ = ("expiry_s", "tag_version", "data_version", "fetch_s", "stored_s", "quality")
 
-    def __init__(self, expiry_s, tag_version, data_version, fetch_s, stored_s):
+    def __init__(self, expiry_s, tag_version, data_version, fetch_s, stored_s, quality):
         self.expiry_s, self.tag_version, self.data_version = expiry_s, tag_version, data_version
-        self.fetch_s, self.stored_s = fetch_s, stored_s
+        self.fetch_s, self.stored_s, self.quality = fetch_s, stored_s, quality
 
 
 class CacheStage(Stage):
@@ -190,7 +190,7 @@ class CacheStage(Stage):
     def _hit(self, i: int, key: int, entry: Entry, now: float, current_version: int) -> bool:
         c = self.config
         self.hits += 1
-        quality = None
+        quality = entry.quality          # a hit returns the stored answer, as good as it was
         if entry.data_version != current_version:
             self.stale_hits += 1
             quality = c.stale_quality
@@ -249,7 +249,7 @@ class CacheStage(Stage):
             return
         ttl = self.ttl_for(intent, now)
         expiry = now + ttl if ttl is not None else math.inf
-        entry = Entry(expiry, current, fetched_version, now - t_miss, now)
+        entry = Entry(expiry, current, fetched_version, now - t_miss, now, float(self.sim.run.quality[i]))
         req = self.sim.requests
         size = float(req.input_tokens[i] + req.output_tokens[i]) if self.size_tokens else 1.0
         self.store.put(key, entry, size)

@@ -90,14 +90,14 @@ class SemanticCacheStage(Stage):
             self.store.remove(key)
             entry = None
         if entry is not None:
-            stored_prompt = entry[0]
+            stored_prompt, stored_quality = entry[0], entry[2]
             if stored_prompt == req.prompt[i]:
                 self.exact_hits += 1
-                sim.answer(i, CACHE_HIT, self, self.config.hit_latency_ms / 1000.0)
+                sim.answer(i, CACHE_HIT, self, self.config.hit_latency_ms / 1000.0, stored_quality)
                 return True
             if req.similarity[i] >= self.config.threshold:
                 self.similar_hits += 1
-                quality = None
+                quality = stored_quality
                 if self.wrong_draws[i] < self.p_wrong:
                     self.wrong_hits += 1
                     quality = self.config.wrong_quality
@@ -113,7 +113,7 @@ class SemanticCacheStage(Stage):
             return
         ttl = self.config.ttl_s
         expiry = self.sim.env.now + ttl if ttl is not None else math.inf
-        self.store.put(key, (int(self.sim.requests.prompt[i]), expiry))
+        self.store.put(key, (int(self.sim.requests.prompt[i]), expiry, float(self.sim.run.quality[i])))
 
     def stats(self) -> dict:
         hits = self.exact_hits + self.similar_hits
