@@ -314,3 +314,14 @@ def test_budget_limits_per_tenant_name():
     spend = r.ledger.groupby("tenant", observed=True).cost_usd.sum()
     assert spend["free"] <= 0.01 and spend["pro"] <= 0.05
     assert spend["pro"] > 0.03          # each tenant spends its own budget, not the other's
+
+
+def test_a_cache_hit_returns_the_stored_answers_quality():
+    traffic = {"difficulty": {"dist": "uniform", "low": 0.0, "high": 1.0}, "prompts": {"catalog": 50}}
+    r = run([{"stage": "cache"}], [mock("gpt-4.1-nano", latency_ms={"dist": "constant", "value": 10})],
+            traffic=traffic, requests=2000)
+    led, req = r.ledger, r.requests
+    skill = lab.models.model_info("openai", "gpt-4.1-nano").quality
+    expected = quality_curve(skill, req.difficulty)            # the same prompt, the same difficulty
+    np.testing.assert_allclose(led.quality, expected, rtol=1e-6)
+    assert (led.outcome == "cache_hit").mean() > 0.9
