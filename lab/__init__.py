@@ -10,6 +10,7 @@ from lab.errors import CostlabError, PricingError, ScenarioError, TraceError
 from lab.result import Result
 from lab.scenario import Scenario, load_scenario, scenario_from_dict
 from lab.sim import simulate
+from lab.sweep import sweep
 
 __all__ = ["CostlabError", "PricingError", "Result", "Scenario", "ScenarioError", "TraceError",
-           "load_scenario", "scenario_from_dict", "simulate"]
+           "load_scenario", "scenario_from_dict", "simulate", "sweep"]
