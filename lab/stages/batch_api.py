@@ -20,6 +20,8 @@ from lab.scenario import PRIORITIES
 from lab.stages import Stage
 
 NAME = "batch_api"
+#: fields that describe the world, not a policy choice (graders lock them)
+WORLD_FIELDS = ("completion_s", "expiry_s")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from lab.ledger import OK
 from lab.stages import Stage
 
 NAME = "cascade"
+#: fields that describe the world, not a policy choice (graders lock them)
+WORLD_FIELDS = ("judge_noise",)
 
 
 @dataclass(frozen=True)
