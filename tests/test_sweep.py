@@ -170,3 +170,12 @@ def test_cli_sweep_prints_a_table_and_writes_the_csv(tmp_path, capsys):
     table = pd.read_csv(out)
     assert table["pipeline[cache].capacity"].tolist() == [50, 500]
     assert {"cost_usd.mean", "cost_usd.ci95_low", "cost_usd.ci95_high"} <= set(table.columns)
+
+
+def test_a_run_that_fails_in_a_worker_comes_back_as_one_line():
+    """A grid point that validates but produces no requests (ScenarioError inside simulate, in a child process)."""
+    data = scenario_source(SCENARIO).data
+    data.pop("requests", None)
+    with pytest.raises(SweepError, match=r"^seed 0: .*produced no requests") as err:
+        lab.sweep(data, {"duration_s": [1e-6]}, seeds=1, workers=1, progress=False)
+    assert "\n" not in str(err.value)
