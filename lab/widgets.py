@@ -1,0 +1,489 @@
+"""Interactive dashboards: sliders and dropdowns that re-run a small simulation and redraw its charts.
+
+    from lab.widgets import Dashboard
+    Dashboard.playground()                       # cache, budget, cascade threshold and traffic rate
+    Dashboard("support-chatbot", knobs=["cache capacity", "cache TTL", "traffic rate"])
+
+Each knob edits one field of the scenario (a dotted path as `lab.sweep` spells it, e.g.
+`pipeline[cache].capacity`); knobs whose stage the scenario lacks are left out. Moving a control
+schedules a re-run after `debounce_s` of quiet, so dragging a slider runs one simulation, not
+fifty. A run that fails shows its one-line error in the dashboard and keeps the last good charts.
+
+Without a browser (tests, scripts), set a control's `.value` and read `dashboard.summary`:
+with `debounce_s=0` the run happens at once; otherwise call `dashboard.flush()`. Building a
+dashboard runs one small simulation and never waits for input, so a notebook that shows one
+runs headless (papermill) like any other cell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import html
+import io
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import ipywidgets as widgets
+import numpy as np
+from matplotlib.figure import Figure
+
+from lab.errors import CostlabError
+from lab.ledger import ERROR, REJECTED
+
+# =========================================================================== knobs
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One control: a label, the scenario field it sets, and the widget that sets it.
+
+    `kind`: "int" / "float" (linear slider between `low` and `high`), "log_int" / "log" (log
+    slider, for sizes and rates spanning decades) or "choice" (a dropdown of `options`).
+    `default` is used when the scenario does not set the field itself.
+    """
+
+    label: str
+    path: str
+    kind: str
+    low: float = 0.0
+    high: float = 1.0
+    step: float | None = None
+    options: tuple = ()
+    default: object = None
+    help: str = ""
+
+    def coerce(self, value):
+        """The widget's value as the scenario wants it (log sliders give floats)."""
+        if self.kind in ("int", "log_int"):
+            return int(round(float(value)))
+        if self.kind in ("float", "log"):
+            return float(value)
+        return value
+
+    def make_widget(self, value) -> widgets.Widget:
+        style, layout = {"description_width": "11em"}, widgets.Layout(width="30em")
+        common = {"description": self.label, "style": style, "layout": layout, "continuous_update": False}
+        if self.kind == "choice":
+            options = list(self.options) if value in self.options else [value, *self.options]
+            return widgets.Dropdown(options=options, value=value, description=self.label, style=style, layout=layout)
+        if self.kind in ("log", "log_int"):
+            v = min(max(float(value), self.low), self.high)
+            return widgets.FloatLogSlider(value=v, base=10, min=math.log10(self.low), max=math.log10(self.high),
+                                          step=self.step or 0.05, readout_format=".4g", **common)
+        cls = widgets.IntSlider if self.kind == "int" else widgets.FloatSlider
+        v = min(max(value, self.low), self.high)
+        return cls(value=v, min=self.low, max=self.high, step=self.step or (1 if self.kind == "int" else 0.01), **common)
+
+
+KNOBS: dict[str, Knob] = {k.label: k for k in (
+    Knob("cache capacity", "pipeline[cache].capacity", "log_int", 10, 20_000, default=1000,
+         help="entries the response cache holds"),
+    Knob("cache TTL (s)", "pipeline[cache].ttl_s", "log", 1, 86_400, default=3600, help="how long an answer is reused"),
+    Knob("cache policy", "pipeline[cache].policy", "choice", options=("lru", "lfu", "fifo"), default="lru"),
+    Knob("batch window (ms)", "pipeline[batch].window_ms", "float", 0, 2000, step=10, default=200,
+         help="how long a batch gathers"),
+    Knob("batch size", "pipeline[batch].max_batch_size", "int", 1, 50, default=20),
+    Knob("cascade threshold", "pipeline[cascade].threshold", "float", 0, 1, step=0.05, default=0.8,
+         help="escalate answers judged below this quality"),
+    Knob("router strategy", "pipeline[router].strategy", "choice",
+         options=("cheapest", "fastest", "balanced", "quality_first"), default="cheapest"),
+    Knob("daily budget (USD)", "pipeline[budget].daily_usd", "log", 0.01, 10_000, default=10),
+    Knob("budget action", "pipeline[budget].action", "choice", options=("warn", "queue", "downgrade", "reject"),
+         default="reject"),
+    Knob("traffic rate (req/s)", "traffic.arrivals.rate_per_s", "log", 0.1, 1000, default=10,
+         help="mean arrival rate (Poisson or diurnal traffic)"),
+)}
+
+#: the knobs `Dashboard` offers by default (those that apply to the scenario are shown)
+DEFAULT_KNOBS = tuple(KNOBS)
+
+#: a small product in one file: a cache, a budget and a cascade from gpt-4o-mini to gpt-4o
+PLAYGROUND = {
+    "name": "playground", "description": "a support assistant: cache, budget, cascade",
+    "duration_s": 3600,
+    "traffic": {"arrivals": {"process": "poisson", "rate_per_s": 5.0},
+                "prompts": {"catalog": 2000, "popularity": {"dist": "zipf", "alpha": 0.9}},
+                "input_tokens": {"dist": "lognormal", "median": 600, "sigma": 0.6},
+                "output_tokens": {"dist": "lognormal", "median": 250, "sigma": 0.5},
+                "difficulty": {"dist": "uniform", "low": 0.0, "high": 1.0},
+                "max_tokens": 1024},
+    "providers": [{"name": "openai", "model": "gpt-4o", "concurrency": 64},
+                  {"name": "openai", "model": "gpt-4o-mini", "concurrency": 64}],
+    "pipeline": [{"stage": "cache", "capacity": 500, "ttl_s": 3600},
+                 {"stage": "budget", "daily_usd": 100.0, "per": "all", "action": "downgrade",
+                  "downgrade_to": "gpt-4o-mini"},
+                 {"stage": "cascade", "models": ["gpt-4o-mini", "gpt-4o"], "threshold": 0.8}],
+    "sla": {"p95_ms": 12000},
+}
+
+
+def _applies(data: dict, path: str) -> bool:
+    """Whether `path` names a field of a table the scenario has (the field itself may be a default)."""
+    from lab.sweep import SweepError, set_path
+
+    probe = copy.deepcopy(data)
+    try:
+        set_path(probe, path, 0)
+    except SweepError:
+        return False
+    if path == "traffic.arrivals.rate_per_s":
+        return data["traffic"]["arrivals"].get("process") in ("poisson", "diurnal")
+    return True
+
+
+def _current(data: dict, path: str, default):
+    """The value `path` has in the scenario dict, or `default` when it is not written out."""
+    from lab.sweep import SweepError, _step, parse_path
+
+    node = data
+    try:
+        for key in parse_path(path):
+            node = _step(node, key, path, "")
+    except SweepError:
+        return default
+    return node
+
+
+# =========================================================================== debouncing
+
+
+def default_scheduler(delay_s: float, fn: Callable[[], None]):
+    """Call `fn` after `delay_s` on the running event loop (a Jupyter kernel's), else on a timer thread."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        return loop.call_later(delay_s, fn)
+    timer = threading.Timer(delay_s, fn)
+    timer.daemon = True            # a pending re-run never keeps a process (or a kernel) alive
+    timer.start()
+    return timer
+
+
+class Debouncer:
+    """Runs `fn` once, `delay_s` after the last `trigger()`; `flush()` runs a pending call now."""
+
+    def __init__(self, delay_s: float, fn: Callable[[], None], scheduler: Callable | None = None):
+        self.delay_s, self.fn = float(delay_s), fn
+        self.scheduler = scheduler or default_scheduler
+        self._handle = None
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> bool:
+        return self._handle is not None
+
+    def trigger(self) -> None:
+        if self.delay_s <= 0:
+            self.fn()
+            return
+        with self._lock:
+            self._cancel()
+            self._generation += 1
+            generation = self._generation
+            self._handle = self.scheduler(self.delay_s, lambda: self._fire(generation))
+
+    def cancel(self) -> None:
+        """Forget a pending call."""
+        with self._lock:
+            self._cancel()
+            self._generation += 1
+
+    def _cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self, generation: int) -> None:
+        with self._lock:
+            if generation != self._generation or self._handle is None:
+                return                    # superseded by a later trigger, or flushed already
+            self._handle = None
+        self.fn()
+
+    def flush(self) -> bool:
+        """Run the pending call now (True) or do nothing when none is pending (False)."""
+        with self._lock:
+            if self._handle is None:
+                return False
+            self._cancel()
+            self._generation += 1
+        self.fn()
+        return True
+
+
+# =========================================================================== the dashboard
+
+
+@dataclass
+class Run:
+    """One dashboard run: the settings it used and the numbers it showed."""
+
+    settings: dict
+    cost_usd: float
+    baseline_cost_usd: float
+    p95_ms: float
+    quality_mean: float
+    error_rate: float
+
+
+@dataclass
+class _State:
+    result: object = None
+    error: str | None = None
+    runs: int = 0
+    history: list = field(default_factory=list)
+
+
+class Dashboard:
+    """Controls for some scenario fields, and the cost, latency and quality of a small run.
+
+    `scenario`: a scenario name (`scenarios/NAME.toml`), a path, or a scenario dict.
+    `knobs`: labels from `KNOBS` or `Knob` objects. `requests` and `seed` size each re-run.
+    """
+
+    def __init__(self, scenario="support-chatbot", knobs: Sequence = DEFAULT_KNOBS, *, requests: int = 2000,
+                 seed: int = 0, debounce_s: float = 0.4, scheduler: Callable | None = None, quality_floor: float | None = None):
+        from lab import lessons
+
+        if isinstance(scenario, Mapping):
+            self.base, self.path = copy.deepcopy(dict(scenario)), None
+        else:
+            self.path = lessons.scenario_path(scenario)
+            self.base = lessons.scenario_dict(self.path)
+        self.requests, self.seed, self.quality_floor = int(requests), int(seed), quality_floor
+        self.knobs = [k if isinstance(k, Knob) else KNOBS[k] for k in knobs]
+        self.knobs = [k for k in self.knobs if _applies(self.base, k.path)]
+        self.controls: dict[str, widgets.Widget] = {
+            k.label: k.make_widget(_current(self.base, k.path, k.default)) for k in self.knobs}
+        for k in self.knobs:
+            if k.help:
+                self.controls[k.label].tooltip = k.help
+            self.controls[k.label].observe(self._changed, names="value")
+        self.status = widgets.HTML()
+        self.chart = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        self.numbers = widgets.HTML()
+        self._state = _State()
+        self._lock = threading.Lock()
+        self._quiet = False
+        self._debouncer = Debouncer(debounce_s, self.update, scheduler)
+        title = html.escape(str(self.base.get("name", "scenario")))
+        header = widgets.HTML(f"<b>costlab dashboard · {title}</b> · {self.requests:,} requests, seed {self.seed}")
+        self.widget = widgets.VBox([header, widgets.VBox(list(self.controls.values())), self.status,
+                                    self.chart, self.numbers])
+        self.update()
+
+    @classmethod
+    def playground(cls, **options) -> Dashboard:
+        """The all-knobs dashboard on `PLAYGROUND` (cache, budget, cascade, traffic rate)."""
+        return cls(PLAYGROUND, **options)
+
+    # -- state -------------------------------------------------------------------
+
+    @property
+    def result(self):
+        """The last successful run's `Result` (None before the first)."""
+        return self._state.result
+
+    @property
+    def summary(self) -> dict | None:
+        return None if self._state.result is None else self._state.result.summary()
+
+    @property
+    def error(self) -> str | None:
+        """The last run's error message, or None when it succeeded."""
+        return self._state.error
+
+    @property
+    def runs(self) -> int:
+        return self._state.runs
+
+    @property
+    def history(self) -> list[Run]:
+        return list(self._state.history)
+
+    @property
+    def pending(self) -> bool:
+        return self._debouncer.pending
+
+    def settings(self) -> dict:
+        """path -> value the controls set now."""
+        return {k.path: k.coerce(self.controls[k.label].value) for k in self.knobs}
+
+    def scenario(self):
+        """The scenario the controls describe (validated; raises ScenarioError on a bad combination)."""
+        from lab import lessons
+        from lab.sweep import apply_point
+
+        return lessons.build(apply_point(self.base, self.settings()), self.path)
+
+    # -- running -----------------------------------------------------------------
+
+    def _changed(self, change) -> None:
+        if self._quiet:
+            return
+        self.status.value = "<i>re-running…</i>"
+        self._debouncer.trigger()
+
+    def flush(self) -> bool:
+        """Run a scheduled re-run now (True), or nothing when none is pending (False)."""
+        return self._debouncer.flush()
+
+    def set(self, **values):
+        """Set controls by keyword-friendly label (`cache_capacity=500`) and re-run once, now; returns the Result."""
+        by_key = {_key(label): label for label in self.controls}
+        unknown = [key for key in values if key not in by_key]
+        if unknown:
+            raise CostlabError(f"set: no control {unknown[0]!r}; this dashboard has {', '.join(sorted(by_key))}")
+        self._quiet = True
+        try:
+            for key, value in values.items():
+                self.controls[by_key[key]].value = value
+        finally:
+            self._quiet = False
+        self._debouncer.cancel()
+        return self.update()
+
+    def update(self):
+        """Simulate the current settings now and redraw; errors are shown, never raised."""
+        from lab import lessons
+
+        with self._lock:
+            settings = self.settings()
+            try:
+                result = lessons.run(self.scenario(), self.seed, self.requests)
+                result.summary()
+            except CostlabError as exc:
+                return self._show_error(str(exc))
+            except Exception as exc:      # a bug must not vanish into an event loop's log
+                return self._show_error(f"unexpected {type(exc).__name__}: {exc}")
+            s = result.summary()
+            state = self._state
+            state.result, state.error, state.runs = result, None, state.runs + 1
+            state.history.append(Run(settings, s["cost_usd"], s["baseline_cost_usd"], s["latency_ms"]["p95"],
+                                     s["quality_mean"], s["error_rate"]))
+            self.chart.value = _png(self._figure())
+            self.numbers.value = self._numbers_html()
+            self.status.value = (f"<span style='color:#2ca02c'>run {state.runs}: {s['requests']:,} requests "
+                                 f"simulated</span>")
+            return result
+
+    def _show_error(self, message: str):
+        self._state.error = message
+        self.status.value = (f"<div style='color:#d62728;border-left:4px solid #d62728;padding:2px 8px'>"
+                             f"<b>this setting cannot run:</b> {html.escape(message)}<br>"
+                             f"<small>the charts below still show the last run that worked</small></div>")
+        return None
+
+    # -- drawing -----------------------------------------------------------------
+
+    def _figure(self) -> Figure:
+        from lab import lessons
+
+        r, s = self._state.result, self._state.result.summary()
+        fig = Figure(figsize=(10, 6.2), layout="constrained")
+        (ax_cost, ax_lat), (ax_q, ax_hist) = fig.subplots(2, 2)
+        base_cost, cost = s["baseline_cost_usd"], s["cost_usd"]
+        ax_cost.bar([0, 1], [base_cost, cost], color=[lessons.GREY, lessons.BLUE], width=0.6)
+        ax_cost.set_xticks([0, 1], ["without\noptimization", "optimized"])
+        ax_cost.set_title(f"Cost: {s['reduction_pct']:.1f} % less", fontsize=10)
+        ax_cost.set_ylabel("USD")
+        for x, v in ((0, base_cost), (1, cost)):
+            ax_cost.text(x, v, f"${v:,.4f}", ha="center", va="bottom", fontsize=8)
+        ax_cost.set_ylim(0, max(base_cost, cost) * 1.2 or 1)
+
+        sla = r.scenario.sla.p95_ms
+        for lat, color, label in ((r.latency_ms(baseline=True), lessons.GREY, "without optimization"),
+                                  (r.latency_ms(), lessons.BLUE, "optimized")):
+            v = np.sort(np.maximum(lat.astype(float), 1e-3))
+            ax_lat.plot(v, np.arange(1, len(v) + 1) / len(v), color=color, lw=1.5, label=label)
+        if sla:
+            ax_lat.axvline(sla, color=lessons.RED, ls="--", lw=1, label=f"SLA {sla:,.0f} ms")
+        ax_lat.set_xscale("log")
+        ax_lat.set_ylim(0, 1.01)
+        ax_lat.set_xlabel("latency (ms, log)")
+        ax_lat.set_title(f"Latency: p95 {s['latency_ms']['p95']:,.0f} ms", fontsize=10)
+        ax_lat.legend(fontsize=7, loc="upper left")
+        ax_lat.grid(alpha=0.3, which="both")
+
+        served = (r.baseline.outcome != ERROR) & (r.baseline.outcome != REJECTED)
+        q_base = float(r.baseline.quality[served].mean()) if served.any() else 0.0
+        ax_q.bar([0, 1], [q_base, s["quality_mean"]], color=[lessons.GREY, lessons.BLUE], width=0.6)
+        ax_q.set_xticks([0, 1], ["without\noptimization", "optimized"])
+        if self.quality_floor is not None:
+            ax_q.axhline(self.quality_floor, color=lessons.RED, ls="--", lw=1, label="quality floor")
+            ax_q.legend(fontsize=7)
+        lo = min(q_base, s["quality_mean"], self.quality_floor or 1.0)
+        ax_q.set_ylim(max(0.0, lo - 0.1), 1.02)
+        for x, v in ((0, q_base), (1, s["quality_mean"])):
+            ax_q.text(x, v, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+        ax_q.set_title(f"Quality (errors: {100 * s['error_rate']:.1f} %)", fontsize=10)
+
+        hist = self._state.history
+        xs = [h.cost_usd for h in hist]
+        ys = [h.p95_ms for h in hist]
+        ax_hist.plot(xs, ys, color=lessons.GREY, lw=0.8, marker="o", ms=4, alpha=0.7)
+        ax_hist.scatter(xs[-1:], ys[-1:], color=lessons.ORANGE, s=60, zorder=3, label="this run")
+        if sla:
+            ax_hist.axhline(sla, color=lessons.RED, ls="--", lw=1)
+        ax_hist.set_xlabel("cost (USD)")
+        ax_hist.set_ylabel("p95 latency (ms)")
+        ax_hist.set_title(f"Your {len(hist)} run(s): cost against p95", fontsize=10)
+        ax_hist.legend(fontsize=7)
+        ax_hist.grid(alpha=0.3)
+        return fig
+
+    def _numbers_html(self) -> str:
+        s = self.summary
+        rows = [("cost (USD)", f"{s['baseline_cost_usd']:,.4f}", f"{s['cost_usd']:,.4f}"),
+                ("p95 latency (ms)", f"{s['baseline']['latency_ms']['p95']:,.0f}", f"{s['latency_ms']['p95']:,.0f}"),
+                ("errors", f"{100 * s['baseline']['error_rate']:.2f} %", f"{100 * s['error_rate']:.2f} %"),
+                ("cache hit rate", "0.0 %", f"{100 * s['cache_hit_rate']:.1f} %"),
+                ("mean quality", "", f"{s['quality_mean']:.3f}")]
+        body = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
+        knobs = "; ".join(f"{html.escape(k.label)} = {html.escape(_fmt(self.controls[k.label].value, k))}"
+                          for k in self.knobs)
+        return (f"<table><tr><th></th><th>baseline</th><th>optimized</th></tr>{body}</table>"
+                f"<small>{knobs}</small>")
+
+    # -- display -----------------------------------------------------------------
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        shown = f"cost ${s['cost_usd']:.4f}, p95 {s['latency_ms']['p95']:,.0f} ms" if s else "no run yet"
+        return f"<Dashboard {self.base.get('name', '')!r}: {len(self.knobs)} knobs; {shown}>"
+
+
+def _fmt(value, knob: Knob) -> str:
+    v = knob.coerce(value)
+    return f"{v:,.4g}" if isinstance(v, float) else str(v)
+
+
+def _key(label: str) -> str:
+    """"cache TTL (s)" -> "cache_ttl": a label as a keyword argument."""
+    return label.split(" (")[0].replace(" ", "_").lower()
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=72)
+    return buf.getvalue()
+
+
+def dashboard_for(scenario, *knob_labels, **options) -> Dashboard:
+    """A dashboard with just these knobs (labels from `KNOBS`), e.g. for one lesson's stage."""
+    return Dashboard(scenario, knobs=knob_labels or DEFAULT_KNOBS, **options)
+
+
+__all__ = ["DEFAULT_KNOBS", "KNOBS", "PLAYGROUND", "Dashboard", "Debouncer", "Knob", "Run", "dashboard_for",
+           "default_scheduler"]
