@@ -611,6 +611,21 @@ def long_system_prompt(n_tokens: int = 2000) -> str:
             + deterministic_text("costlab-lesson-12-policies", n_tokens))
 
 
+def worst_case_usd(model: str, prompt: str, max_tokens: int, system: str | None = None) -> float:
+    """What a `lab.live.Session` reserves for one call before sending it: its worst-case cost in USD.
+
+    The counted prompt (x 1.3 where the tokenizer is an estimate) at the input price plus
+    `max_tokens` at the output price; nothing is sent.
+    """
+    from lab.live import Session
+    from lab.providers.live import Chat
+
+    provider, name = _split(model)
+    session = Session(budget_usd=0.0, base_url="http://127.0.0.1:9")    # never called: only counts
+    body = session._adapter(provider).request(name, Chat.of(prompt, system), int(max_tokens))
+    return session.worst_case_usd(provider, name, body, int(max_tokens), None)
+
+
 def calls_table(calls) -> pd.DataFrame:
     """`CallResult`s as a table: tokens, cost and latency of each call."""
     cols = ["provider", "model", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
@@ -690,6 +705,13 @@ class Exercise:
     def _verdict(self, passed: bool, message: str, measured: dict) -> Check:
         return Check(self.lesson, bool(passed), message, measured)
 
+    def _memo(self, key, compute: Callable[[], dict]) -> dict:
+        """`compute()` once per key: searches and checks re-measure the same settings."""
+        cache = self.__dict__.setdefault("_measured", {})
+        if key not in cache:
+            cache[key] = compute()
+        return dict(cache[key])
+
     def _repr_html_(self) -> str:
         return (f"<div style='border-left:4px solid #1f77b4;padding:4px 10px'><b>Try it · lesson {self.lesson}: "
                 f"{html.escape(self.title)}</b><br>{html.escape(self.task)}</div>")
@@ -707,6 +729,11 @@ def _smallest(ok: Callable[[int], bool], lo: int, hi: int) -> int:
         else:
             lo = mid + 1
     return lo
+
+
+def _first(*problems: Check | None) -> Check | None:
+    """The first problem found (a failed Check is falsy, so `or` cannot chain them)."""
+    return next((p for p in problems if p is not None), None)
 
 
 def _number(value, name: str, lesson: str, *, integer: bool = False) -> Check | None:
@@ -734,7 +761,7 @@ class ReadTheBill(Exercise):
     def check(self, result, cost_per_1k_usd=None, top_stage=None) -> Check:
         ref = self.reference_for(result)
         bad = _number(cost_per_1k_usd, "cost_per_1k_usd", self.lesson)
-        if bad:
+        if bad is not None:
             return bad
         close = math.isclose(float(cost_per_1k_usd), ref["cost_per_1k_usd"], rel_tol=0.01)
         stage_ok = str(top_stage) == ref["top_stage"]
@@ -770,7 +797,7 @@ class CheapestCall(Exercise):
         costs = {m: call_cost_usd(m, self.input_tokens, self.output_tokens) for m in LESSON_MODELS}
         best = min(costs, key=costs.get)
         bad = _number(cost_usd, "cost_usd", self.lesson)
-        if bad:
+        if bad is not None:
             return bad
         if model not in costs:
             return self._verdict(False, f"model should be one of {', '.join(LESSON_MODELS)}", {})
@@ -798,7 +825,7 @@ class NoCallShare(Exercise):
 
     def check(self, result, share=None) -> Check:
         bad = _number(share, "share", self.lesson)
-        if bad:
+        if bad is not None:
             return bad
         ref = self.reference_for(result)["share"]
         if math.isclose(float(share), ref, abs_tol=1e-6):
@@ -821,9 +848,11 @@ class CacheCapacity(Exercise):
     wrong = {"capacity": 5000}
 
     def measure(self, capacity: int) -> dict:
-        r = run(variant("support-chatbot", pipeline=[{"stage": "cache", "capacity": int(capacity)}]),
-                self.seed, self.requests)
-        return {"cache_hit_rate": r.summary()["cache_hit_rate"], "reduction_pct": r.summary()["reduction_pct"]}
+        def compute():
+            s = run(variant("support-chatbot", pipeline=[{"stage": "cache", "capacity": int(capacity)}]),
+                    self.seed, self.requests).summary()
+            return {"cache_hit_rate": s["cache_hit_rate"], "reduction_pct": s["reduction_pct"]}
+        return self._memo(int(capacity), compute)
 
     @functools.cached_property
     def smallest(self) -> int:
@@ -831,7 +860,7 @@ class CacheCapacity(Exercise):
 
     def check(self, capacity=None) -> Check:
         bad = _number(capacity, "capacity", self.lesson, integer=True)
-        if bad:
+        if bad is not None:
             return bad
         if capacity < 1:
             return self._verdict(False, "capacity should be at least 1 entry", {})
@@ -861,11 +890,12 @@ class DedupWindow(Exercise):
     wrong = {"window_s": 60}
 
     def measure(self, window_s: float) -> dict:
-        r = run(variant("bursty-social-feed", pipeline=[{"stage": "dedup", "shared": True, "window_s": float(window_s)}]),
-                self.seed, self.requests)
-        s = r.summary()
-        return {"reduction_pct": s["reduction_pct"], "followers": s["by_stage"]["dedup"]["followers"],
-                "window_hits": s["by_stage"]["dedup"]["window_hits"]}
+        def compute():
+            stage = {"stage": "dedup", "shared": True, "window_s": float(window_s)}
+            s = run(variant("bursty-social-feed", pipeline=[stage]), self.seed, self.requests).summary()
+            return {"reduction_pct": s["reduction_pct"], "followers": s["by_stage"]["dedup"]["followers"],
+                    "window_hits": s["by_stage"]["dedup"]["window_hits"]}
+        return self._memo(float(window_s), compute)
 
     @functools.cached_property
     def smallest(self) -> int:
@@ -873,7 +903,7 @@ class DedupWindow(Exercise):
 
     def check(self, window_s=None) -> Check:
         bad = _number(window_s, "window_s", self.lesson)
-        if bad:
+        if bad is not None:
             return bad
         if window_s < 0:
             return self._verdict(False, "window_s cannot be negative", {})
@@ -907,8 +937,9 @@ class Batching(Exercise):
         return {"reduction_pct": s["reduction_pct"], "p95_ms": s["latency_ms"]["p95"]}
 
     def check(self, max_batch_size=None, window_ms=150) -> Check:
-        bad = _number(max_batch_size, "max_batch_size", self.lesson, integer=True) or _number(window_ms, "window_ms", self.lesson)
-        if bad:
+        bad = _first(_number(max_batch_size, "max_batch_size", self.lesson, integer=True),
+                     _number(window_ms, "window_ms", self.lesson))
+        if bad is not None:
             return bad
         if max_batch_size < 1 or window_ms < 0:
             return self._verdict(False, "max_batch_size should be >= 1 and window_ms >= 0", {})
@@ -1005,9 +1036,11 @@ class CascadeThreshold(Exercise):
     wrong = {"threshold": 0.5}
 
     def measure(self, threshold: float) -> dict:
-        stage = {"stage": "cascade", "models": CASCADE_MODELS, "threshold": float(threshold)}
-        s = run(variant(ROUTING_SCENARIO, pipeline=[stage]), self.seed, self.requests).summary()
-        return {"cost_usd": s["cost_usd"], "reduction_pct": s["reduction_pct"], "quality_mean": s["quality_mean"]}
+        def compute():
+            stage = {"stage": "cascade", "models": CASCADE_MODELS, "threshold": float(threshold)}
+            s = run(variant(ROUTING_SCENARIO, pipeline=[stage]), self.seed, self.requests).summary()
+            return {"cost_usd": s["cost_usd"], "reduction_pct": s["reduction_pct"], "quality_mean": s["quality_mean"]}
+        return self._memo(round(float(threshold), 6), compute)
 
     @functools.cached_property
     def best(self) -> tuple[float, dict]:
@@ -1016,7 +1049,7 @@ class CascadeThreshold(Exercise):
 
     def check(self, threshold=None) -> Check:
         bad = _number(threshold, "threshold", self.lesson)
-        if bad:
+        if bad is not None:
             return bad
         if not 0 <= threshold <= 1:
             return self._verdict(False, "threshold is a quality between 0 and 1", {})
@@ -1064,7 +1097,7 @@ class MaxTokens(Exercise):
 
     def check(self, max_tokens=None) -> Check:
         bad = _number(max_tokens, "max_tokens", self.lesson, integer=True)
-        if bad:
+        if bad is not None:
             return bad
         if max_tokens < 1:
             return self._verdict(False, "max_tokens should be at least 1", {})
@@ -1097,7 +1130,7 @@ class Resilience(Exercise):
 
     def check(self, max_attempts=None, fallback=None) -> Check:
         bad = _number(max_attempts, "max_attempts", self.lesson, integer=True)
-        if bad:
+        if bad is not None:
             return bad
         if not isinstance(fallback, bool):
             return self._verdict(False, f"fallback should be True or False, got {fallback!r}", {})
@@ -1136,10 +1169,12 @@ class TwinConcurrency(Exercise):
     def measure(self, concurrency: int) -> dict:
         import dataclasses
 
-        twin = self.twin
-        scenario = twin.replace(providers=(dataclasses.replace(twin.providers[0], concurrency=int(concurrency)),))
-        s = run(scenario, self.seed).summary()
-        return {"p95_ms": s["latency_ms"]["p95"], "queue_p95_ms": s["queue_ms"]["p95"]}
+        def compute():
+            twin = self.twin
+            scenario = twin.replace(providers=(dataclasses.replace(twin.providers[0], concurrency=int(concurrency)),))
+            s = run(scenario, self.seed).summary()
+            return {"p95_ms": s["latency_ms"]["p95"], "queue_p95_ms": s["queue_ms"]["p95"]}
+        return self._memo(int(concurrency), compute)
 
     @functools.cached_property
     def smallest(self) -> int:
@@ -1147,7 +1182,7 @@ class TwinConcurrency(Exercise):
 
     def check(self, concurrency=None) -> Check:
         bad = _number(concurrency, "concurrency", self.lesson, integer=True)
-        if bad:
+        if bad is not None:
             return bad
         if concurrency < 1:
             return self._verdict(False, "concurrency should be at least 1 slot", {})
@@ -1210,14 +1245,7 @@ class LiveBudget(Exercise):
     wrong = {"max_tokens": 1000}
 
     def measure(self, max_tokens: int) -> dict:
-        from lab.live import Session
-        from lab.providers.live import Chat
-
-        provider, model = _split(self.model)
-        session = Session(budget_usd=self.budget_usd, base_url="http://127.0.0.1:9")   # never called
-        adapter = session._adapter(provider)
-        body = adapter.request(model, Chat.of(LIVE_PROMPT, None), int(max_tokens))
-        worst = session.worst_case_usd(provider, model, body, int(max_tokens), None)
+        worst = worst_case_usd(self.model, LIVE_PROMPT, int(max_tokens))
         return {"worst_case_usd": worst, "fits": worst <= self.budget_usd + 1e-12}
 
     @functools.cached_property
@@ -1226,7 +1254,7 @@ class LiveBudget(Exercise):
 
     def check(self, max_tokens=None) -> Check:
         bad = _number(max_tokens, "max_tokens", self.lesson, integer=True)
-        if bad:
+        if bad is not None:
             return bad
         if max_tokens < 1:
             return self._verdict(False, "max_tokens should be at least 1", {})
@@ -1275,11 +1303,12 @@ class SweepChoice(Exercise):
         return {"ttl_s": ttl_s, "capacity": capacity}
 
     def measure(self, ttl_s: float, capacity: int) -> dict:
-        runs = [run(variant(stale_catalog_dict(), {"pipeline[cache].ttl_s": float(ttl_s),
-                                                   "pipeline[cache].capacity": int(capacity)}), seed, self.requests)
-                for seed in self.seeds]
-        return {"cost_usd": float(np.mean([r.summary()["cost_usd"] for r in runs])),
-                "quality_mean": float(np.mean([r.summary()["quality_mean"] for r in runs]))}
+        def compute():
+            point = {"pipeline[cache].ttl_s": float(ttl_s), "pipeline[cache].capacity": int(capacity)}
+            runs = [run(variant(stale_catalog_dict(), point), seed, self.requests).summary() for seed in self.seeds]
+            return {"cost_usd": float(np.mean([s["cost_usd"] for s in runs])),
+                    "quality_mean": float(np.mean([s["quality_mean"] for s in runs]))}
+        return self._memo((float(ttl_s), int(capacity)), compute)
 
     @functools.cached_property
     def best(self) -> tuple[tuple, dict]:
@@ -1289,8 +1318,8 @@ class SweepChoice(Exercise):
         return key, feasible[key]
 
     def check(self, ttl_s=None, capacity=None) -> Check:
-        bad = _number(ttl_s, "ttl_s", self.lesson) or _number(capacity, "capacity", self.lesson, integer=True)
-        if bad:
+        bad = _first(_number(ttl_s, "ttl_s", self.lesson), _number(capacity, "capacity", self.lesson, integer=True))
+        if bad is not None:
             return bad
         if ttl_s not in self.ttls or capacity not in self.capacities:
             return self._verdict(False, f"choose ttl_s from {self.ttls} and capacity from {self.capacities} "
@@ -1314,10 +1343,18 @@ _EXERCISES: dict[str, type[Exercise]] = {cls.lesson: cls for cls in (
     CascadeThreshold, MaxTokens, Resilience, TwinConcurrency, KpiFormula, LiveBudget, SweepChoice)}
 
 
-@functools.cache
 def exercise(lesson: str) -> Exercise:
-    """The "try it" of lesson `lesson` ("00" ... "13"); shows its task when displayed."""
+    """The "try it" of lesson `lesson` ("00" ... "13"); shows its task when displayed.
+
+    One instance per lesson, so what an exercise computed once (a smallest setting, a best
+    grid point) is reused by later checks.
+    """
     key = str(lesson)[:2].zfill(2)
     if key not in _EXERCISES:
         raise ConfigError(f"lesson {lesson!r}: expected one of {', '.join(sorted(_EXERCISES))}")
+    return _exercise(key)
+
+
+@functools.cache
+def _exercise(key: str) -> Exercise:
     return _EXERCISES[key]()

@@ -1225,16 +1225,25 @@ OpenAI caches on its own and bills no write. Anthropic bills the first call's pr
 """),
         md("""
 ## Experiment 3: the spend cap
-**Question:** a session with $0.0001 left and a call allowing 4,000 output tokens on Sonnet —
-sent, or refused before anything is spent?
+**Question:** a session has $0.01 left. A call to Sonnet with a short prompt may produce up to
+`max_tokens` tokens. Up to which `max_tokens` is it sent, and from which is it refused before
+anything is spent?
 """),
         code("""
-tiny = Session(budget_usd=0.0001, base_url=base_urls)
+import pandas as pd
+
+caps = [100, 250, 500, 1000, 2000, 4000]
+worst = pd.DataFrame({"worst_case_usd": [lessons.worst_case_usd("anthropic/claude-sonnet-4-5", question, n) for n in caps]},
+                     index=pd.Index(caps, name="max_tokens"))
+lessons.plot_sweep(worst, "worst_case_usd", hline=0.01, hline_label="$0.01 left", title="What the session reserves per call")
+"""),
+        code("""
+small = Session(budget_usd=0.01, base_url=base_urls)
 try:
-    tiny.call("anthropic", "claude-sonnet-4-5", prompt=question, max_tokens=4000)
+    small.call("anthropic", "claude-sonnet-4-5", prompt=question, max_tokens=4000)
 except BudgetExceeded as exc:
     print("refused:", exc)
-print("spent:", tiny.spent_usd)
+print("spent:", small.spent_usd)
 """),
         md("""
 ## Experiment 4: replay
