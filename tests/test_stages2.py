@@ -325,3 +325,14 @@ def test_a_cache_hit_returns_the_stored_answers_quality():
     expected = quality_curve(skill, req.difficulty)            # the same prompt, the same difficulty
     np.testing.assert_allclose(led.quality, expected, rtol=1e-6)
     assert (led.outcome == "cache_hit").mean() > 0.9
+
+
+@pytest.mark.parametrize("strategy", ["cheapest", "fastest", "balanced", "quality_first"])
+def test_vectorized_routing_equals_the_per_request_rule(strategy):
+    traffic = {"difficulty": {"dist": "uniform", "low": 0.0, "high": 1.0}, "min_quality": 0.7,
+               "priorities": {"high": 0.3, "normal": 0.4, "low": 0.3},
+               "input_tokens": {"dist": "lognormal", "median": 20000, "sigma": 1.5}}
+    providers = THREE + [mock("claude-haiku-4-5", name="anthropic")]
+    r = run([{"stage": "router", "strategy": strategy}], providers, traffic=traffic, requests=3000)
+    router = r.stages[0]
+    assert [router.choose(i) for i in range(3000)] == router.choices

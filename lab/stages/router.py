@@ -72,6 +72,8 @@ class RouterStage(Stage):
         self.static_quality = np.array([p.info.quality for p in self.providers])
         self.routed = np.zeros(len(self.providers), dtype=np.int64)
         self.unmet = 0
+        # every request's choice, decided up front in numpy blocks: the same rule as choose(i)
+        self.choices, self.unmet_flags = self.choose_all()
 
     def expected(self, i: int):
         """(cost_usd, latency_ms, quality) per provider for request i."""
@@ -109,8 +111,62 @@ class RouterStage(Stage):
                  + w_q * quality[pool])
         return int(pool[int(np.argmax(score))])
 
+    def choose_all(self, block: int = 1 << 17) -> tuple[list[int], np.ndarray]:
+        """`choose(i)` for every request at once (vectorized over blocks of requests)."""
+        req, n = self.sim.requests, len(self.sim.requests)
+        out = np.zeros(n, dtype=np.int64)
+        unmet = np.zeros(n, dtype=bool)
+        for start in range(0, n, block):
+            s = slice(start, min(start + block, n))
+            out[s], unmet[s] = self._choose_block(req, s)
+        return out.tolist(), unmet
+
+    def _choose_block(self, req, s):
+        inp, outp = req.input_tokens[s], req.output_tokens[s]
+        cost = np.stack([p.cost_usd(inp, outp) for p in self.prices])                      # (K, m)
+        latency = self.ttft_ms[:, None] + outp[None, :] * 1000.0 / self.speed[:, None]
+        qm = self.sim.quality_model
+        if qm is not None:
+            from lab.quality import quality_curve
+            quality = np.stack([quality_curve(p.info.quality, qm.difficulty[s]) for p in self.providers])
+        else:
+            quality = np.repeat(self.static_quality[:, None], len(inp), axis=1).astype(np.float64)
+        fits = self.context[:, None] >= (inp.astype(np.int64) + req.max_tokens[s])[None, :]
+        good = fits & (quality >= self.sim.scenario.traffic.min_quality - 1e-12)
+        unmet = ~good.any(axis=0)
+        fallback_pool = np.where(fits.any(axis=0)[None, :], fits, True)
+        best_fallback = np.argmax(np.where(fallback_pool, quality, -np.inf), axis=0)
+
+        def first_min(primary, secondary):
+            """Among good providers, the smallest primary, ties to the smallest secondary."""
+            p = np.where(good, primary, np.inf)
+            tie = p == p.min(axis=0)
+            return np.argmin(np.where(tie, secondary, np.inf), axis=0)
+
+        strategy = self.config.strategy
+        if strategy == "cheapest":
+            pick = first_min(cost, -quality)
+        elif strategy == "fastest":
+            pick = first_min(latency, cost)
+        elif strategy == "quality_first":
+            pick = first_min(-quality, cost)
+        else:
+            weights = np.array([self.weights[p] for p in PRIORITY_NAMES])[req.priority[s]].T   # (4, m)
+
+            def norm(x):
+                lo = np.where(good, x, np.inf).min(axis=0)
+                hi = np.where(good, x, -np.inf).max(axis=0)
+                span = hi - lo
+                return np.where(span > 0, (x - lo) / np.where(span > 0, span, 1.0), 0.0)
+            score = (weights[0] * (1 - norm(cost)) + weights[1] * (1 - norm(latency))
+                     + weights[2] * self.reliability[:, None] + weights[3] * quality)
+            pick = np.argmax(np.where(good, score, -np.inf), axis=0)
+        return np.where(unmet, best_fallback, pick), unmet
+
     def on_request(self, i: int) -> bool:
-        k = self.choose(i)
+        k = self.choices[i]
+        if self.unmet_flags[i]:
+            self.unmet += 1
         self.routed[k] += 1
         self.sim.target[i] = k
         if k != 0:
