@@ -34,7 +34,6 @@ from matplotlib.figure import Figure
 from lab.errors import ConfigError, CostlabError
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ROOT / "scenarios"
 
 #: the numbered lessons: (number, notebook file, title)
 LESSONS = (
@@ -62,16 +61,32 @@ LESSON_MODELS = ("openai/gpt-4o-mini", "openai/gpt-4.1", "anthropic/claude-haiku
 # =========================================================================== scenarios
 
 
+def scenarios_dir() -> Path | None:
+    """The repository's `scenarios/` folder: next to the `lab` package in a source checkout, else the
+    nearest one above the working directory (an installed costlab, e.g. on Binder, run from
+    `notebooks/`); None when there is none."""
+    here = Path.cwd()
+    for folder in (ROOT, here, *here.parents):
+        candidate = folder / "scenarios"
+        if (candidate / "support-chatbot.toml").is_file():
+            return candidate
+    return None
+
+
 def scenario_path(name: str | Path) -> Path:
     """`"support-chatbot"` -> scenarios/support-chatbot.toml (a path to an existing file is kept)."""
     p = Path(name)
     if p.suffix == ".toml" and p.is_file():
         return p.resolve()
-    candidate = SCENARIOS / f"{p.stem}.toml"
+    folder = scenarios_dir()
+    if folder is None:
+        raise ConfigError(f"scenario {str(name)!r}: no scenarios/ folder next to costlab or above {Path.cwd()}; "
+                          "run from the repository (or its notebooks/ folder), or give the file's path")
+    candidate = folder / f"{p.stem}.toml"
     if candidate.is_file():
         return candidate
-    known = ", ".join(sorted(f.stem for f in SCENARIOS.glob("*.toml")))
-    raise ConfigError(f"scenario {str(name)!r}: no such file in {SCENARIOS}; known: {known}")
+    known = ", ".join(sorted(f.stem for f in folder.glob("*.toml")))
+    raise ConfigError(f"scenario {str(name)!r}: no such file in {folder}; known: {known}")
 
 
 def scenario_dict(name: str | Path) -> dict:
@@ -86,7 +101,8 @@ def build(data: Mapping, path: str | Path | None = None):
     """Validate a scenario dict into a `Scenario` (relative trace paths resolve from `scenarios/`)."""
     from lab.scenario import scenario_from_dict
 
-    where = Path(path) if path is not None else SCENARIOS / f"{data.get('name', 'lesson')}.toml"
+    folder = scenarios_dir() or Path.cwd()
+    where = Path(path) if path is not None else folder / f"{data.get('name', 'lesson')}.toml"
     return scenario_from_dict(copy.deepcopy(dict(data)), path=str(where))
 
 
@@ -113,8 +129,8 @@ def variant(base, changes: Mapping | None = None, *, pipeline=None, name: str | 
         set_path(data, key, value)
     if name is not None:
         data["name"] = name
-    if path is None and isinstance(base, Mapping) and "name" in base:
-        candidate = SCENARIOS / f"{base['name']}.toml"
+    if path is None and isinstance(base, Mapping) and "name" in base and scenarios_dir() is not None:
+        candidate = scenarios_dir() / f"{base['name']}.toml"
         path = candidate if candidate.is_file() else None
     return build(data, path)
 
