@@ -257,6 +257,11 @@ class Dashboard:
             self.path = lessons.scenario_path(scenario)
             self.base = lessons.scenario_dict(self.path)
         self.requests, self.seed, self.quality_floor = int(requests), int(seed), quality_floor
+        unknown = [k for k in knobs if not isinstance(k, Knob) and k not in KNOBS]
+        if unknown:
+            from lab.config import did_you_mean
+
+            raise CostlabError(f"knob {unknown[0]!r}: expected one of {', '.join(KNOBS)}{did_you_mean(unknown[0], KNOBS)}")
         self.knobs = [k if isinstance(k, Knob) else KNOBS[k] for k in knobs]
         self.knobs = [k for k in self.knobs if _applies(self.base, k.path)]
         self.controls: dict[str, widgets.Widget] = {

@@ -75,6 +75,8 @@ def test_knobs_for_absent_stages_are_left_out():
     assert not {"batch window (ms)", "cascade threshold", "daily budget (USD)"} & set(dash.controls)
     batch = Dashboard("analytics-dashboard-batching", requests=500, debounce_s=0)
     assert set(batch.controls) == {"batch window (ms)", "batch size"}    # mmpp traffic: no rate knob
+    with pytest.raises(CostlabError, match="did you mean 'cache capacity'"):
+        Dashboard("support-chatbot", knobs=["cache capacty"])
 
 
 def test_rapid_changes_run_once_after_the_quiet_period():
