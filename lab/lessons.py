@@ -638,7 +638,7 @@ def worst_case_usd(model: str, prompt: str, max_tokens: int, system: str | None 
 
     provider, name = _split(model)
     session = Session(budget_usd=0.0, base_url="http://127.0.0.1:9")    # never called: only counts
-    body = session._adapter(provider).request(name, Chat.of(prompt, system), int(max_tokens))
+    body = session.adapter(provider).request(name, Chat.of(prompt, system), int(max_tokens))
     return session.worst_case_usd(provider, name, body, int(max_tokens), None)
 
 

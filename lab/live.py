@@ -188,6 +188,10 @@ class Session:
     def remaining_usd(self) -> float:
         return self.budget_usd - self.spent_usd
 
+    def adapter(self, provider: str):
+        """The SDK adapter this session uses for `provider` (built on first use; it sends nothing)."""
+        return self._adapter(provider)
+
     def _adapter(self, provider: str):
         if provider not in self._adapters:
             url = self.base_url.get(provider) if isinstance(self.base_url, Mapping) else self.base_url

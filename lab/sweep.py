@@ -72,6 +72,11 @@ def _item_name(item: Any) -> str | None:
     return None
 
 
+def child(node: Any, key, path: str, where: str = ""):
+    """The child of a scenario dict `node` at a parsed path `key` (see `parse_path`), or a SweepError."""
+    return _step(node, key, path, where)
+
+
 def _step(node: Any, key, path: str, where: str):
     """The child of `node` at `key`, with an error naming the path when it is not there."""
     if isinstance(key, str):

@@ -136,12 +136,12 @@ def _applies(data: dict, path: str) -> bool:
 
 def _current(data: dict, path: str, default):
     """The value `path` has in the scenario dict, or `default` when it is not written out."""
-    from lab.sweep import SweepError, _step, parse_path
+    from lab.sweep import SweepError, child, parse_path
 
     node = data
     try:
         for key in parse_path(path):
-            node = _step(node, key, path, "")
+            node = child(node, key, path)
     except SweepError:
         return default
     return node
