@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from lab.errors import CostlabError
@@ -19,16 +17,6 @@ EXIT_USAGE = 2
 
 #: modules that add subcommands with `register(subparsers)`, in the order `--help` lists them
 EXTRA_COMMAND_MODULES = ("cli_live", "cli_twin", "cli_report", "cli_sweep", "cli_grade")
-
-
-def _write_json_atomic(path: str, obj) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, target)
 
 
 def print_table(rows, headers, out=sys.stdout) -> None:
@@ -65,7 +53,9 @@ def cmd_run(args) -> int:
     result = lab.simulate(scenario, seed=args.seed, requests=args.requests)
     print_result(result)
     if args.json:
-        _write_json_atomic(args.json, result.summary())
+        from lab.files import write_json_atomic
+
+        write_json_atomic(args.json, result.summary())
         print(f"\nsummary written to {args.json}")
     if args.ledger:
         from lab.ledger import write_ledger

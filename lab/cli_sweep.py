@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import textwrap
 from pathlib import Path
 
 from lab.errors import ConfigError
+from lab.files import atomic_path
 
 DEFAULT_SEEDS = 5
 #: metrics the printed table shows (the CSV has every metric of the summary)
@@ -23,16 +23,8 @@ SHOWN = (("cost_usd", "cost $", "{:.4f}"), ("reduction_pct", "reduction %", "{:.
 
 def write_csv_atomic(frame, path: str | Path) -> None:
     """Write the whole CSV or nothing: a crash never leaves half a table behind."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            frame.to_csv(fh, index=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def _at_least_one(name: str, n: int | None) -> int | None:

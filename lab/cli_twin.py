@@ -6,27 +6,10 @@ missing file, a corrupt row, a bad option) are CostlabErrors: one line, exit 2.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 from lab.errors import ConfigError
+from lab.files import write_text_atomic
 
 DEFAULT_SEEDS = 5
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a whole file or nothing: a crash never leaves half a scenario behind."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _split_model(spec: str | None) -> tuple[str | None, str | None]:

@@ -89,25 +89,17 @@ def build_ledger(requests, run: RunArrays, baseline: RunArrays, provider_names, 
 
 def write_ledger(df: pd.DataFrame, path: str) -> None:
     """Write CSV or Parquet by suffix, atomically: a crash never leaves half a ledger."""
-    import os
-    import tempfile
     from pathlib import Path
 
     from lab.errors import ConfigError
+    from lab.files import atomic_path
 
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise ConfigError(f"--ledger {path}: expected a .csv or .parquet file name")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         if suffix == ".csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -14,11 +14,10 @@ private seeds with its own simulation.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 
+from lab.files import write_json_atomic
 from lab.grading.policy import POLICY_VERSION, Policy, parse_policy
 
 
@@ -63,11 +62,6 @@ def submit(pipeline, path: str | os.PathLike = "policy.json", *, challenge=None,
         if model:
             data["model"] = model
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, target)
+    write_json_atomic(target, data)
     print(f"policy with {len(data['pipeline'])} stage(s) written to {target}")
     return data

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import pandas as pd
 from lab.analysis.frame import as_ledger, served_mask
 from lab.analysis.stats import Difference, paired_difference, welch_difference
 from lab.errors import ConfigError
+from lab.files import write_json_atomic
 
 #: metric -> (label, unit, higher_is_better)
 METRICS = {
@@ -353,11 +353,8 @@ class BaselineStore:
             samples = _samples(data, sla_ms)
         stored = StoredBaseline(name, samples, note, time.time())
         path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"name": name, "note": note, "saved_at": stored.saved_at, "samples": samples}, fh, indent=1)
-        os.replace(tmp, path)
+        write_json_atomic(path, {"name": name, "note": note, "saved_at": stored.saved_at, "samples": samples},
+                          indent=1)
         return stored
 
     def load(self, name: str) -> StoredBaseline:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.errors import ConfigError
+from lab.files import write_bytes_atomic
 from lab.grading.challenge import SCORE_FORMULA, Challenge, challenges_root, load_challenge
 from lab.grading.evaluate import evaluate
 from lab.grading.policy import MAX_POLICY_BYTES, PolicyError, no_policy_message, parse_policy_bytes
@@ -111,14 +112,6 @@ def read_untrusted(path: Path, max_bytes: int) -> bytes:
             return fh.read(max_bytes + 1)[:max_bytes]
     finally:
         os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def write_kernelspec(jupyter_path: Path) -> None:
@@ -384,10 +377,10 @@ class Grader:
             import nbformat
 
             executed.cells.append(_summary_cell(result))
-            _write_atomic(Path(output), nbformat.writes(executed).encode("utf-8"))
+            write_bytes_atomic(Path(output), nbformat.writes(executed).encode("utf-8"))
             result.executed_notebook = str(output)
         if json_path is not None:
-            _write_atomic(Path(json_path), (json.dumps(result.as_dict(), indent=2) + "\n").encode("utf-8"))
+            write_bytes_atomic(Path(json_path), (json.dumps(result.as_dict(), indent=2) + "\n").encode("utf-8"))
         return result
 
 
