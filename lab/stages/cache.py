@@ -27,6 +27,7 @@ from lab.config import Table
 from lab.ledger import CACHE_HIT, OK
 from lab.stages import Stage
 from lab.stages._eviction import POLICIES, make_store
+from lab.stages._singleflight import SingleFlight
 
 NAME = "cache"
 #: fields that describe the world, not a policy choice (graders lock them)
@@ -106,7 +107,7 @@ class CacheStage(Stage):
         self.store = make_store(config.policy, capacity)
         self.size_tokens = config.capacity_tokens is not None
         self.pending: dict[int, tuple[int, int, float]] = {}   # miss i -> (key, data version, t_miss)
-        self.in_flight: dict[int, list[int]] = {}               # key -> [leader, followers...]
+        self.flights = SingleFlight()                           # coalesced misses
         self.refreshing: set[int] = set()
         self.version: dict[int, int] = {}                       # intent -> data version
         self.changes: dict[int, int] = {}                       # intent -> updates seen
@@ -178,13 +179,11 @@ class CacheStage(Stage):
             else:
                 return self._hit(i, key, entry, now, current)
         if self.config.coalesce:
-            group = self.in_flight.get(key)
-            if group is not None:
-                group.append(i)
+            if self.flights.follow(key, i):
                 self.coalesced += 1
                 self.touch(i)
                 return True
-            self.in_flight[key] = [i]
+            self.flights.lead(key, i)
         self.misses += 1
         self.pending[i] = (key, self.version.get(self.intent_of(i), 0), now)
         return False
@@ -233,10 +232,8 @@ class CacheStage(Stage):
         ok = self.sim.run.outcome[i] == OK
         self._store(i, *pending, ok=ok)
         if self.config.coalesce:
-            group = self.in_flight.pop(key, None)
-            if group:
-                for follower in group[1:]:
-                    self.sim.follow(follower, i, self, CACHE_HIT)
+            for follower in self.flights.release(key, i) or ():
+                self.sim.follow(follower, i, self, CACHE_HIT)
 
     def _store(self, i: int, key: int, fetched_version: int, t_miss: float, ok: bool) -> None:
         if not ok:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from lab.config import Table
 from lab.ledger import DEDUPLICATED, OK
 from lab.stages import Stage
+from lab.stages._singleflight import SingleFlight
 from lab.stages.cache import request_keys
 
 NAME = "dedup"
@@ -36,7 +37,7 @@ class DedupStage(Stage):
 
     def __init__(self, config: Config, sim, index: int, rng):
         super().__init__(config, sim, index, rng)
-        self.in_flight: dict[int, list[int]] = {}     # key -> [leader, followers...]
+        self.flights = SingleFlight()
         self.recent: dict[int, float] = {}            # key -> when its last answer completed
         self.leaders = self.followers = self.window_hits = 0
         self.keys = request_keys(sim.requests, config.shared)
@@ -49,9 +50,7 @@ class DedupStage(Stage):
         if not self.cacheable[i]:
             return False
         key = self.keys[i]
-        group = self.in_flight.get(key)
-        if group is not None:
-            group.append(i)
+        if self.flights.follow(key, i):
             self.followers += 1
             self.touch(i)
             return True
@@ -62,7 +61,7 @@ class DedupStage(Stage):
                 self.window_hits += 1
                 self.sim.answer(i, DEDUPLICATED, self)
                 return True
-        self.in_flight[key] = [i]
+        self.flights.lead(key, i)
         self.leaders += 1
         return False
 
@@ -70,11 +69,10 @@ class DedupStage(Stage):
         if not self.cacheable[i]:
             return
         key = self.keys[i]
-        group = self.in_flight.get(key)
-        if group is None or group[0] != i:
+        followers = self.flights.release(key, i)
+        if followers is None:
             return
-        del self.in_flight[key]
-        for follower in group[1:]:
+        for follower in followers:
             self.sim.follow(follower, i, self, DEDUPLICATED)
         if self.config.window_s and self.sim.run.outcome[i] == OK:
             self.recent[key] = self.sim.env.now
