@@ -47,6 +47,7 @@ class Simulation:
         self.stages = [build_stage(cfg, self, j, np.random.default_rng(s))
                        for j, (cfg, s) in enumerate(zip(configs, stage_seeds.spawn(len(configs))))]
         self._start_hooks = [s for s in self.stages if hasattr(s, "on_start")]
+        self.trims_output = any(getattr(s, "changes_output_tokens", False) for s in self.stages)
         self._response_hooks = [s for s in reversed(self.stages) if type(s).on_response is not Stage.on_response]
         self.progress = len(requests) >= PROGRESS_MIN_REQUESTS if progress is None else progress
         self.label = label

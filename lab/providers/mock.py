@@ -66,11 +66,11 @@ class MockProvider:
         self.free_slots = config.concurrency
         self.waiting: deque[int] = deque()
         req = sim.requests
-        self.service_s = self._draw_service_s(rng, req.output_tokens)
-        if config.service_tier == "flex":
-            self.service_s *= config.flex_slowdown
-        elif config.service_tier == "priority":
-            self.service_s *= config.priority_speedup
+        factor = {"flex": config.flex_slowdown, "priority": config.priority_speedup}.get(config.service_tier, 1.0)
+        self.service_s = self._draw_service_s(rng, req.output_tokens) * factor
+        # time per streamed output token (0 when latency_ms gives the whole service time)
+        self.seconds_per_token = (0.0 if config.latency_ms is not None
+                                  else factor / (config.tokens_per_s or self.info.tokens_per_s))
         self.shed = (rng.random(len(req)) < config.flex_shed_rate
                      if config.service_tier == "flex" and config.flex_shed_rate else None)
         n = len(req)
@@ -152,6 +152,14 @@ class MockProvider:
         else:
             self.waiting.append(-1 - i)
 
+    def batch_service_s(self, members: list[int]) -> float:
+        """One call answering several requests: the first's time to first token, then every answer streamed."""
+        if not self.seconds_per_token:
+            return float(self.service_s[members].max())
+        first = members[0]
+        ttft_s = float(self.service_s[first]) - float(self.sim.requests.output_tokens[first]) * self.seconds_per_token
+        return ttft_s + float(self.sim.run.output_tokens[members].sum()) * self.seconds_per_token
+
     def submit_batch(self, members: list[int], service_s: float) -> None:
         """Several requests in one call (request batching): one slot, one service time, own statuses."""
         run, now = self.sim.run, self.env.now
@@ -192,9 +200,8 @@ class MockProvider:
         run.queue_ms[i] += (now - run.t_dispatch_s[i]) * 1000.0
         self.sim.on_start(i, self)
         service_s = self.service_s[i]
-        cut = int(self.sim.requests.output_tokens[i]) - int(run.output_tokens[i])
-        if cut > 0 and self.config.latency_ms is None:   # a capped answer streams fewer tokens
-            service_s -= cut / (self.config.tokens_per_s or self.info.tokens_per_s)
+        if self.sim.trims_output:   # a capped answer streams fewer tokens
+            service_s -= (int(self.sim.requests.output_tokens[i]) - int(run.output_tokens[i])) * self.seconds_per_token
         status = run.status[i] = self._status(i)
         if self.config.error_latency_ms and status != 200:
             service_s = min(self.config.error_latency_ms / 1000.0, service_s)

@@ -119,14 +119,7 @@ class BatchStage(Stage):
                 self.sent_alone[i] = int(run.input_tokens[i])
                 run.input_tokens[i] = run.input_tokens[i] - prefix + share + (1 if m < extra else 0)
         provider = sim.providers[key[0]]
-        provider.submit_batch(members, self.service_s(provider, members))
-
-    def service_s(self, provider, members) -> float:
-        if provider.config.latency_ms is not None:
-            return float(provider.service_s[members].max())
-        speed = provider.config.tokens_per_s or provider.info.tokens_per_s
-        first = float(provider.service_s[members[0]]) - float(self.sim.requests.output_tokens[members[0]]) / speed
-        return first + float(self.sim.run.output_tokens[members].sum()) / speed
+        provider.submit_batch(members, provider.batch_service_s(members))
 
     def saved_usd(self, result) -> float:
         """Price of each member as sent alone minus its share of the batch, over answered members."""

@@ -50,6 +50,7 @@ def parse(t: Table) -> Config:
 
 class CompressStage(Stage):
     name = NAME
+    changes_output_tokens = True     # providers then stream the capped length
 
     def __init__(self, config: Config, sim, index: int, rng):
         super().__init__(config, sim, index, rng)
