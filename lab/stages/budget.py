@@ -85,6 +85,10 @@ class BudgetStage(Stage):
         self.queue: deque[int] = deque()
         self.wake_at: float | None = None
         self.prices = [sim.price_of(p) for p in sim.providers]
+        req = sim.requests
+        # every request's worst case at every provider, priced once in numpy: (providers, requests)
+        self.worst_usd = np.stack([p.cost_usd(req.input_tokens, req.max_tokens) for p in self.prices])
+        self._routes_later: bool | None = None
         self.cheapest = self._cheapest_provider()
         self.alerts: list[dict] = []
         self.warned = self.queued = self.downgraded = self.rejected = 0
@@ -113,9 +117,7 @@ class BudgetStage(Stage):
         return acc
 
     def worst_case_usd(self, i: int, providers) -> float:
-        req = self.sim.requests
-        inp, out = req.input_tokens[i:i + 1], req.max_tokens[i:i + 1]
-        return max(float(self.prices[k].cost_usd(inp, out)[0]) for k in providers)
+        return max(float(self.worst_usd[k, i]) for k in providers)
 
     def limit_for(self, key: int, limit: float, span: float) -> float:
         return self.daily_by_key.get(key, limit) if span == DAY_S else limit
@@ -170,7 +172,9 @@ class BudgetStage(Stage):
 
     def stage_routes_later(self) -> bool:
         """A router after this stage may pick any provider: reserve for the dearest."""
-        return any(s.name in ("router", "cascade") and s.index > self.index for s in self.sim.stages)
+        if self._routes_later is None:   # known once every stage is built
+            self._routes_later = any(s.name in ("router", "cascade") and s.index > self.index for s in self.sim.stages)
+        return self._routes_later
 
     def _never_fits(self, amount: float, key: int = -1) -> bool:
         return any(amount > self.limit_for(key, limit, span) for limit, span in self.limits)
