@@ -298,7 +298,7 @@ def _arrivals(t: Table, base_dir: Path) -> Arrivals:
 
 
 def _provider(t: Table) -> Provider:
-    from lab.pricing import PROVIDERS, model_prices
+    from lab.pricing import PROVIDERS, SERVICE_TIERS, model_prices
 
     name = t.string("name", choices=PROVIDERS)
     model = t.string("model")
@@ -338,7 +338,7 @@ def _provider(t: Table) -> Provider:
                  rate_limits=t.string("rate_limits", "none", choices=("none", "published")),
                  rpm=t.number("rpm", 0.0, min=0.0), tpm=t.number("tpm", 0.0, min=0.0),
                  itpm=t.number("itpm", 0.0, min=0.0), otpm=t.number("otpm", 0.0, min=0.0),
-                 service_tier=t.string("service_tier", "standard", choices=("standard", "flex", "priority")),
+                 service_tier=t.string("service_tier", "standard", choices=SERVICE_TIERS),
                  flex_slowdown=t.number("flex_slowdown", 2.0, min=0.0, strict_min=True),
                  flex_shed_rate=t.probability("flex_shed_rate", 0.0),
                  priority_speedup=t.number("priority_speedup", 0.8, min=0.0, strict_min=True))

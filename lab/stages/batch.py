@@ -59,7 +59,6 @@ class BatchStage(Stage):
         self.last_s: dict[tuple[int, int], float] = {}
         self.tokens = 0
         self.batches = self.members = self.early_flushes = 0
-        self.sizes: list[int] = []
         self.sent_alone: dict[int, int] = {}     # member -> input tokens it would have sent alone
 
     def expected_service_s(self, k: int, members: list[int]) -> float:
@@ -109,7 +108,6 @@ class BatchStage(Stage):
         n = len(members)
         self.batches += 1
         self.members += n
-        self.sizes.append(n)
         if n > 1:
             # the system prompt and the batching instructions are sent once, split over the members
             prefix = int(req.prefix_tokens[members[0]])

@@ -106,9 +106,9 @@ class CascadeStage(Stage):
         """Baseline cost minus what the cascade paid (every attempt), over the requests it served."""
         run, base = result.run, result.baseline
         m = (run.answered_by < 0) & (run.outcome == OK)
-        return float(base.cost_usd[m].sum() - run.cost_usd[m].sum()) - self._others_saved(result, m)
+        return float(base.cost_usd[m].sum() - run.cost_usd[m].sum()) - self._others_saved(result)
 
-    def _others_saved(self, result, mask) -> float:
+    def _others_saved(self, result) -> float:
         """Savings on the same rows already claimed by prompt caching (so nothing is counted twice)."""
         total = 0.0
         for stage in result.stages:
