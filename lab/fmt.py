@@ -1,0 +1,93 @@
+"""Numbers for people: money, milliseconds, shares, counts and intervals, formatted one way everywhere.
+
+Every table, chart label, report line, widget and self-check formats through these functions, so
+"$13.70" and "95.2 %" read the same in the terminal, a notebook and an HTML report. `html_text`
+also escapes dollar signs, which JupyterLab's Markdown renderer would otherwise typeset as math.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+MISSING = "-"
+
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and not math.isfinite(x))
+
+
+def number(value, digits: int = 4) -> str:
+    """A number with thousands separators and `digits` significant digits; '-' when missing."""
+    if _missing(value):
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return value
+    v = float(value)
+    if v == 0:
+        return "0"
+    if v.is_integer() and abs(v) >= 1000:
+        return f"{v:,.0f}"
+    magnitude = math.floor(math.log10(abs(v)))
+    decimals = max(0, digits - 1 - magnitude)
+    return f"{v:,.{decimals}f}"
+
+
+def count(value) -> str:
+    """A whole number with thousands separators: 1,000,000."""
+    return MISSING if _missing(value) else f"{int(round(float(value))):,}"
+
+
+def usd(x) -> str:
+    """Dollars with the precision their size needs: $1,234, $13.70, $0.0123."""
+    if _missing(x):
+        return MISSING
+    a = abs(x)
+    if a >= 1000:
+        return f"${x:,.0f}"
+    if a >= 1:
+        return f"${x:,.2f}"
+    if a == 0:
+        return "$0"
+    return f"${x:.3g}" if a >= 0.001 else f"${x:.2e}"
+
+
+def usd_axis_decimals(span: float) -> int:
+    """Decimals for a dollar axis whose largest tick is `span`: one precision for the whole axis."""
+    return 0 if span >= 20 else 2 if span >= 0.2 else 4
+
+
+def ms(x) -> str:
+    """Milliseconds: 1,234 ms, 56.7 ms, 0.42 ms."""
+    if _missing(x):
+        return MISSING
+    a = abs(x)
+    if a >= 100:
+        return f"{x:,.0f} ms"
+    if a >= 1:
+        return f"{x:,.1f} ms"
+    return f"{x:.2g} ms"
+
+
+def pct(x, decimals: int = 1) -> str:
+    """A percentage given in percent units: 38.1 %."""
+    return MISSING if _missing(x) else f"{x:.{decimals}f} %"
+
+
+def share(x, decimals: int = 1) -> str:
+    """A share given as a fraction (0..1), shown in percent: 0.381 -> 38.1 %."""
+    return MISSING if _missing(x) else f"{100 * x:.{decimals}f} %"
+
+
+def interval(mean, half, fmt=number) -> str:
+    """A mean and the half-width of its confidence interval: "12.3 ± 0.4"; the mean alone when unknown."""
+    if _missing(half):
+        return fmt(mean)
+    return f"{fmt(mean)} ± {fmt(half)}"
+
+
+def html_text(text: str) -> str:
+    """Text for HTML or Markdown output: escaped, with `$` as an entity so no front end typesets it as math."""
+    return html.escape(str(text)).replace("$", "&#36;")
