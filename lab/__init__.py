@@ -7,8 +7,9 @@
 """
 
 from lab.errors import CostlabError, PricingError, ScenarioError, TraceError
+from lab.loader import load_scenario, scenario_from_dict
 from lab.result import Result
-from lab.scenario import Scenario, load_scenario, scenario_from_dict
+from lab.scenario import Scenario
 from lab.sim import simulate
 from lab.sweep import sweep
 

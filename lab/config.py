@@ -119,6 +119,10 @@ class Table:
         return [Table(self.path, f"{self.field(key)}[{i}]", v) for i, v in enumerate(value)]
 
     def numbers(self, key: str, default: Any = _MISSING, *, min: float | None = None) -> tuple[float, ...]:
+        """A non-empty array of finite numbers, as floats; `default` (as given) when the key is absent."""
+        if key not in self.data and default is not _MISSING:
+            self.seen.add(key)
+            return default
         value = self.raw(key, default)
         if not isinstance(value, list) or not value:
             self.fail(key, f"expected a non-empty array of numbers, got {_show(value)}")

@@ -26,3 +26,7 @@ class PricingError(CostlabError):
 
 class ConfigError(CostlabError):
     """Missing environment (an API key, a data file) or a bad argument."""
+
+
+class BudgetExceeded(CostlabError):
+    """A live call was refused because its worst-case cost could take spend past the budget."""

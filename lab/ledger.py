@@ -9,8 +9,14 @@ Narrow dtypes (int32, float32, categoricals) keep a row well under 120 bytes.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+
+from lab.errors import ConfigError
+from lab.files import atomic_path
+from lab.scenario import PRIORITIES
 
 OUTCOMES = ("ok", "cache_hit", "deduplicated", "batched", "rejected", "error")
 OK, CACHE_HIT, DEDUPLICATED, BATCHED, REJECTED, ERROR = range(len(OUTCOMES))
@@ -78,7 +84,7 @@ def build_ledger(requests, run: RunArrays, baseline: RunArrays, provider_names, 
         "outcome": pd.Categorical.from_codes(run.outcome, categories=list(OUTCOMES)),
         "cache_write_tokens": run.cache_write_tokens,
         "quality": run.quality,
-        "priority": pd.Categorical.from_codes(requests.priority, categories=["high", "normal", "low"]),
+        "priority": pd.Categorical.from_codes(requests.priority, categories=list(PRIORITIES)),
         "attempts": run.attempts,
         "http_status": run.status,
     }
@@ -89,11 +95,6 @@ def build_ledger(requests, run: RunArrays, baseline: RunArrays, provider_names, 
 
 def write_ledger(df: pd.DataFrame, path: str) -> None:
     """Write CSV or Parquet by suffix, atomically: a crash never leaves half a ledger."""
-    from pathlib import Path
-
-    from lab.errors import ConfigError
-    from lab.files import atomic_path
-
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in (".csv", ".parquet"):

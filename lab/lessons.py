@@ -99,7 +99,7 @@ def scenario_dict(name: str | Path) -> dict:
 
 def build(data: Mapping, path: str | Path | None = None):
     """Validate a scenario dict into a `Scenario` (relative trace paths resolve from `scenarios/`)."""
-    from lab.scenario import scenario_from_dict
+    from lab.loader import scenario_from_dict
 
     folder = scenarios_dir() or Path.cwd()
     where = Path(path) if path is not None else folder / f"{data.get('name', 'lesson')}.toml"
@@ -621,7 +621,7 @@ def plot_validation(check, *, title: str = "") -> Figure:
 
 def long_system_prompt(n_tokens: int = 2000) -> str:
     """A deterministic system prompt of about `n_tokens` tokens (long enough for provider prompt caches)."""
-    from lab.providers.fake_server import deterministic_text
+    from lab.tokens import deterministic_text
 
     return ("You are the support assistant of an online bookshop. Policies follow.\n"
             + deterministic_text("costlab-lesson-12-policies", n_tokens))
@@ -634,7 +634,7 @@ def worst_case_usd(model: str, prompt: str, max_tokens: int, system: str | None 
     `max_tokens` at the output price; nothing is sent.
     """
     from lab.live import Session
-    from lab.providers.live import Chat
+    from lab.providers.sdk import Chat
 
     provider, name = _split(model)
     session = Session(budget_usd=0.0, base_url="http://127.0.0.1:9")    # never called: only counts

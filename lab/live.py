@@ -1,7 +1,7 @@
 """A spend-capped sandbox for real provider calls, recorded to a cassette that replays them offline.
 
 `Session(budget_usd=0.50)` sends chat calls through the official SDKs
-(`lab.providers.live`) and keeps three promises:
+(`lab.providers.sdk`) and keeps three promises:
 
 - **a hard cap**: a call is refused (`BudgetExceeded`) unless its worst case — the prompt's
   counted tokens priced as uncached input (or as cache writes, when it asks for a cache
@@ -16,6 +16,9 @@
 - **a record**: every call (request body, response, text, usage, cost, latency; never a
   key) is appended to a JSONL cassette, one flushed line per call, and
   `Session(mode="replay", cassette=...)` answers the same requests from it with no network.
+
+In a simulation, a `kind = "live"` or `"replay"` provider entry calls through a Session
+from `RUN_SESSIONS`, so a run and its baseline share one budget and one cassette.
 """
 
 from __future__ import annotations
@@ -27,29 +30,22 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lab.errors import ConfigError, CostlabError
-from lab.providers.live import (
-    ProviderError,
-    Usage,
-    adapter_for,
-    known_secrets,
-    scrub,
-)
+from lab.errors import BudgetExceeded, ConfigError, CostlabError
+from lab.pricing import model_prices, price_usage_exact
+from lab.providers.sdk import Chat, ProviderError, Usage, adapter_for, known_secrets, scrub
+from lab.tokens import is_exact
 
 MODES = ("live", "replay")
 #: a prompt counted with an estimated tokenizer (Claude, Gemini) may be this much longer for real
 ESTIMATE_MARGIN = 1.3
 CASSETTE_VERSION = 1
-
-
-class BudgetExceeded(CostlabError):
-    """A call was refused because its worst-case cost could take spend past the budget."""
 
 
 class ReplayMiss(CostlabError):
@@ -202,9 +198,6 @@ class Session:
 
     def worst_case_usd(self, provider: str, model: str, body: dict, max_tokens: int, cache: str | None) -> float:
         """The most `body` could cost: its counted prompt as uncached input (or cache writes) plus `max_tokens` out."""
-        from lab.pricing import model_prices, price_usage_exact
-        from lab.tokens import is_exact
-
         model_prices(provider, model)  # an unpriceable model is refused with close names, not guessed
         counted = self._adapter(provider).input_tokens_estimate(body)
         prompt = counted if is_exact(model) else math.ceil(counted * ESTIMATE_MARGIN)
@@ -241,8 +234,6 @@ class Session:
         `thinking_budget_tokens` (Gemini only) sets the thinking budget, which counts
         against `max_tokens` as it does on the API.
         """
-        from lab.providers.live import Chat
-
         if (messages is None) == (prompt is None):
             raise ConfigError("call: give either messages or prompt")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
@@ -329,3 +320,39 @@ def _result(provider, model, text, usage: Usage, cost_usd, latency_ms, retry_wai
                       cached_input_tokens=usage.cached_input_tokens, cache_write_tokens=usage.cache_write_tokens,
                       output_tokens=usage.output_tokens, cost_usd=cost_usd, latency_ms=latency_ms,
                       retry_wait_ms=retry_wait_ms, attempts=attempts, replayed=replayed)
+
+
+class RunSessions:
+    """One Session per live provider entry per request stream, so a run and its baseline share a budget.
+
+    `simulate()` plays the same stream (one `Requests` object) through the optimized pipeline
+    and the baseline: both runs draw on one budget and one cassette, and a replay of them
+    answers both in the order they were recorded. A new stream (a new `simulate()`) starts afresh.
+    """
+
+    def __init__(self):
+        self._by_stream: dict[int, tuple] = {}
+
+    def get(self, requests, config) -> Session:
+        """The session of provider entry `config` for request stream `requests` (made at first use)."""
+        for key in [k for k, (ref, _) in self._by_stream.items() if ref() is None]:
+            del self._by_stream[key]
+        ref, sessions = self._by_stream.get(id(requests), (None, None))
+        if ref is None or ref() is not requests:
+            sessions = {}
+            self._by_stream[id(requests)] = (weakref.ref(requests), sessions)
+        kind = getattr(config, "kind", "live")
+        key = (config.name, config.model, kind, getattr(config, "base_url", None),
+               getattr(config, "cassette", None), getattr(config, "budget_usd", None))
+        if key not in sessions:
+            budget = getattr(config, "budget_usd", None)
+            if budget is None:
+                raise ConfigError(f"providers: {config.name}/{config.model} kind = {kind!r} needs budget_usd")
+            sessions[key] = Session(budget_usd=budget, cassette=getattr(config, "cassette", None),
+                                    mode="replay" if kind == "replay" else "live",
+                                    base_url=getattr(config, "base_url", None), seed=0)
+        return sessions[key]
+
+
+#: the sessions `lab.sim.Simulation.live_session` hands to live providers
+RUN_SESSIONS = RunSessions()

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from lab.files import write_json_atomic
-from lab.grading.policy import POLICY_VERSION, Policy, parse_policy
+from lab.grading.policy_schema import POLICY_VERSION, Policy, parse_policy
 
 
 def _challenge(challenge):

@@ -12,10 +12,14 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
+from lab.errors import ScenarioError
 from lab.ledger import ERROR, OK, RunArrays
+from lab.live import RUN_SESSIONS, Session
 from lab.pricing import model_prices
-from lab.providers.live import LiveProvider
 from lab.providers.mock import MockProvider
+from lab.providers.sdk import LiveProvider
+from lab.quality import QualityModel
+from lab.result import Result
 from lab.scenario import Scenario
 from lab.stages import Stage, build_stage
 from lab.traffic import Requests, make_requests
@@ -40,8 +44,6 @@ class Simulation:
                               self, cfg, k, np.random.default_rng(s))
                           for k, (cfg, s) in enumerate(zip(scenario.providers, provider_seeds.spawn(len(scenario.providers))))]
         self.cache_write_1h = False   # a prompt-cache stage with 1-hour writes sets this
-        from lab.quality import QualityModel
-
         self.quality_model = QualityModel(requests) if requests.difficulty is not None else None
         configs = scenario.pipeline if optimized else ()
         self.stages = [build_stage(cfg, self, j, np.random.default_rng(s))
@@ -129,6 +131,14 @@ class Simulation:
             if stage.index < answered_at and stage.on_response(i):
                 return
 
+    def live_session(self, config) -> Session:
+        """The spend-capped session a live or replayed provider entry calls through.
+
+        Keyed by the request stream, so the optimized run and its baseline (the same stream)
+        share one budget and one cassette.
+        """
+        return RUN_SESSIONS.get(self.requests, config)
+
     def price_of(self, provider):
         return model_prices(provider.name, provider.model, provider.config.service_tier)
 
@@ -174,7 +184,9 @@ class Simulation:
 
 
 def _progress_bar(total: int, label: str):
-    from tqdm.auto import tqdm
+    from tqdm.auto import (
+        tqdm,  # tqdm.auto probes for Jupyter widgets (ipywidgets) at import: only for long runs
+    )
 
     return tqdm(total=total, desc=f"costlab {label}", unit="req", unit_scale=True, leave=False)
 
@@ -184,13 +196,9 @@ def simulate(scenario: Scenario, seed: int = 0, requests: int | None = None, *, 
 
     `requests` overrides the scenario's size. The same seed gives the same numbers, bit for bit.
     """
-    from lab.result import Result
-
     traffic_seed = np.random.SeedSequence(seed).spawn(3)[0]
     stream = make_requests(scenario, np.random.default_rng(traffic_seed), requests)
     if len(stream) == 0:
-        from lab.errors import ScenarioError
-
         raise ScenarioError(scenario.path, "duration_s", "the scenario produced no requests: "
                             "raise duration_s or the arrival rate")
     optimized = Simulation(scenario, stream, seed, progress=progress, label="optimized")

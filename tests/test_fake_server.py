@@ -19,13 +19,8 @@ import pytest
 from google import genai
 from google.genai import types
 
-from lab.providers.fake_server import (
-    FAIL_HEADER,
-    FakeProviderServer,
-    deterministic_text,
-    reply_text,
-)
-from lab.tokens import count_messages, count_tokens
+from lab.providers.fake_server import FAIL_HEADER, FakeProviderServer, reply_text
+from lab.tokens import count_messages, count_tokens, deterministic_text
 
 KEY = "sk-test-fake-server"
 

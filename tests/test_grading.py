@@ -16,7 +16,7 @@ import lab.policy
 from lab.grading import PolicyError, PrivateDir, evaluate, list_challenges, load_challenge, parse_policy
 from lab.grading.challenge import LEVELS, Badge
 from lab.grading.grader import KERNEL_NAME, write_kernelspec
-from lab.grading.policy import build_scenario
+from lab.grading.policy_schema import build_scenario
 from lab.stages import stage_names
 
 
@@ -220,7 +220,7 @@ def test_submit_writes_the_policy_the_grader_reads(tmp_path, b1):
     data = lab.policy.submit([{"stage": "cache", "capacity": 5000}], path=path, challenge=b1)
     assert json.loads(path.read_text()) == data
     assert data["challenge"] == "b1-first-cache" and data["pipeline"] == [{"stage": "cache", "capacity": 5000}]
-    from lab.grading.policy import read_policy_file
+    from lab.grading.policy_schema import read_policy_file
 
     assert read_policy_file(path, b1).stages == ["cache"]
     with pytest.raises(PolicyError):

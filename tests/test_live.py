@@ -20,12 +20,12 @@ import socket
 import pytest
 from genai_prices import extract_usage
 
-from lab.errors import ConfigError
-from lab.live import BudgetExceeded, Cassette, ReplayMiss, RetryPolicy, Session
+from lab.errors import BudgetExceeded, ConfigError
+from lab.live import Cassette, ReplayMiss, RetryPolicy, Session
 from lab.pricing import PRICE_DATE, model_prices
-from lab.providers.fake_server import FakeProviderServer, deterministic_text
-from lab.providers.live import KEY_ENV_VARS, ProviderError, scrub
-from lab.tokens import count_messages
+from lab.providers.fake_server import FakeProviderServer
+from lab.providers.sdk import KEY_ENV_VARS, ProviderError, scrub
+from lab.tokens import count_messages, deterministic_text
 
 FAKE_KEY = "sk-test-SECRET-123"
 OPENAI, CLAUDE, GEMINI = ("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-6"), ("google", "gemini-2.5-flash")
@@ -208,7 +208,7 @@ def test_no_call_costs_more_than_its_worst_case(fake, provider, model, options):
 
 
 def _chat(prompt, system):
-    from lab.providers.live import Chat
+    from lab.providers.sdk import Chat
     return Chat.of(prompt, system)
 
 

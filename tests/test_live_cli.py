@@ -24,7 +24,7 @@ from lab.cli import main
 from lab.live import Session
 from lab.pricing import PRICE_DATE
 from lab.providers.fake_server import FakeProviderServer
-from lab.providers.live import KEY_ENV_VARS, ProviderError
+from lab.providers.sdk import KEY_ENV_VARS, ProviderError
 
 FAKE_KEY = "sk-test-SECRET-123"
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-6", "google": "gemini-2.5-flash"}
@@ -137,7 +137,7 @@ def test_a_key_appears_in_no_output_cassette_ledger_log_or_exception(fake, capsy
     from test_live_sim import LiveConfig
 
     from lab.ledger import build_ledger
-    from lab.providers.live import LiveProvider
+    from lab.providers.sdk import LiveProvider
     from lab.sim import Simulation
     from lab.traffic import make_requests
 

@@ -18,7 +18,7 @@ from helpers import scenario
 from lab.ledger import OK, REJECTED
 from lab.pricing import model_prices
 from lab.providers.fake_server import FakeProviderServer
-from lab.providers.live import KEY_ENV_VARS, LiveProvider, synthesize_chat
+from lab.providers.sdk import KEY_ENV_VARS, LiveProvider, synthesize_chat
 from lab.sim import Simulation
 from lab.tokens import count_messages
 from lab.traffic import make_requests

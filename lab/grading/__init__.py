@@ -5,7 +5,7 @@
     result = grade("alice.ipynb", ch, "alice", private_dir="/srv/costlab-private")
     Leaderboard("sqlite:////srv/costlab-private/leaderboard.db").view(ch.id)
 
-Pieces: `challenge` (specs), `policy` (what a submission hands in, checked against the stage
+Pieces: `challenge` (specs), `policy_schema` (what a submission may hand in, checked against the stage
 registry), `evaluate` (grader-owned scoring with `lab.simulate`), `sandbox` (running the
 notebook isolated), `grader` (the whole path), `store` (the leaderboard), `private` (seeds
 and the database outside the learners' tree), `batch` (many submissions in parallel).
@@ -14,7 +14,7 @@ and the database outside the learners' tree), `batch` (many submissions in paral
 from lab.grading.challenge import SCORE_FORMULA, Challenge, ChallengeError, list_challenges, load_challenge
 from lab.grading.evaluate import Evaluation, evaluate
 from lab.grading.grader import Grader, GradeResult, grade
-from lab.grading.policy import Policy, PolicyError, parse_policy
+from lab.grading.policy_schema import Policy, PolicyError, parse_policy
 from lab.grading.private import PrivateDir
 from lab.grading.sandbox import Limits, isolation_mode
 from lab.grading.store import Leaderboard, Submission, SubmissionLimitReached

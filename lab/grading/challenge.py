@@ -263,6 +263,6 @@ def _badge(t: Table) -> Badge:
 
 def _check_scenario(ch: Challenge) -> None:
     """The challenge's scenario must load on its own (with the starter pipeline) before anyone plays it."""
-    from lab.grading.policy import build_scenario, parse_policy
+    from lab.grading.policy_schema import build_scenario, parse_policy
 
     build_scenario(ch, parse_policy({"pipeline": list(ch.starter_pipeline)}, ch))

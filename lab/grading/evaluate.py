@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lab.grading.challenge import SCORE_FORMULA, Challenge
-from lab.grading.policy import Policy, build_scenario
+from lab.grading.policy_schema import Policy, build_scenario
 
 
 @dataclass

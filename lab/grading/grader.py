@@ -38,7 +38,7 @@ from lab.errors import ConfigError
 from lab.files import write_bytes_atomic
 from lab.grading.challenge import SCORE_FORMULA, Challenge, challenges_root, load_challenge
 from lab.grading.evaluate import evaluate
-from lab.grading.policy import MAX_POLICY_BYTES, PolicyError, no_policy_message, parse_policy_bytes
+from lab.grading.policy_schema import MAX_POLICY_BYTES, PolicyError, no_policy_message, parse_policy_bytes
 from lab.grading.private import PrivateDir
 from lab.grading.sandbox import Limits, run_isolated
 from lab.grading.store import Leaderboard, Submission, SubmissionLimitReached

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from lab.tokens import count_messages, count_tokens, get_encoding
+from lab.tokens import count_messages, count_tokens, deterministic_text, get_encoding
 
 HOST = "127.0.0.1"
 PROVIDERS = ("openai", "anthropic", "google")
@@ -49,32 +49,6 @@ REPLY_MIN_TOKENS, REPLY_SPREAD_TOKENS = 40, 160
 CALL_LOG_SIZE = 1000
 
 _GEMINI_PATH = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):generateContent$")
-
-# Words that are one token each, alone or after a space, in both o200k_base and cl100k_base,
-# so a text of n of them is exactly n tokens for every model lab.tokens counts.
-_WORDS = tuple("""time year people way day man thing woman life child world school state family student
-group country problem hand part place case week company system program question work government
-number night point home water room mother area money story fact month lot right study book eye job
-word business issue side kind head house service friend father power hour game line end member law
-car city community name president team minute idea kid body information back parent face others
-level office door health person art war history party result change morning reason research girl
-guy moment air teacher force education cost price token cache model reply answer light river stone
-green blue red small large quick slow warm cold bright dark open close simple clear plain""".split())
-
-
-def deterministic_text(seed: str, n_tokens: int) -> str:
-    """A text of exactly `n_tokens` tokens (for any model lab.tokens counts), the same for the same seed.
-
-    A longer text from the same seed starts with the shorter one, so two prompts with one
-    seed share a prefix, as repeated prompts do.
-    """
-    words, counter = [], 0
-    while len(words) < n_tokens:
-        digest = hashlib.sha256(f"{seed}\x00{counter}".encode()).digest()
-        words.extend(_WORDS[b % len(_WORDS)] for b in digest)
-        counter += 1
-    return " ".join(words[:max(n_tokens, 0)])
-
 
 def _stable_int(*parts: str) -> int:
     return int.from_bytes(hashlib.sha256("\x00".join(parts).encode()).digest()[:8], "big")

@@ -22,38 +22,13 @@ from collections import deque
 
 import numpy as np
 
+from lab.buckets import TokenBucket
 from lab.ledger import ERROR, OK
 from lab.models import model_info
 from lab.scenario import Provider
 
 #: the status an overloaded provider answers with during an outage
 OUTAGE_STATUS = {"openai": 503, "anthropic": 529, "google": 503}
-
-
-class TokenBucket:
-    """A per-minute limit refilled continuously, as providers describe their rate limits."""
-
-    def __init__(self, per_minute: float):
-        self.capacity = float(per_minute)
-        self.level = float(per_minute)
-        self.rate_per_s = per_minute / 60.0
-        self.t_s = 0.0
-
-    def refill(self, now: float) -> None:
-        self.level = min(self.capacity, self.level + (now - self.t_s) * self.rate_per_s)
-        self.t_s = now
-
-    def wait_s(self, amount: float, now: float) -> float:
-        """0 if `amount` fits now, else how long until it would."""
-        self.refill(now)
-        if amount <= self.level + 1e-9:   # float dust must not become a zero-length wait
-            return 0.0
-        if amount > self.capacity:
-            return float("inf")
-        return (amount - self.level) / self.rate_per_s
-
-    def take(self, amount: float) -> None:
-        self.level -= amount
 
 
 class MockProvider:

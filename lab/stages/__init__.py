@@ -11,6 +11,8 @@ A stage is a small class with up to four hooks, called by the simulation in time
 Nothing here is a SimPy process unless it must wait: a cache hit or a dedup follower costs
 no event at all. Stages are registered by name in `STAGES`; each module gives a frozen
 `Config` and `parse(table) -> Config`, so composition is data (the scenario), not subclassing.
+A module may also give `validate(config, scenario)` (checks that need the whole scenario) and
+`WORLD_FIELDS`, the fields that describe the world rather than a choice (graders lock them).
 """
 
 from __future__ import annotations
@@ -18,96 +20,51 @@ from __future__ import annotations
 import numpy as np
 
 from lab.config import Table, did_you_mean
-from lab.ledger import OK
+from lab.stages import (
+    batch,
+    batch_api,
+    budget,
+    cache,
+    cascade,
+    compress,
+    dedup,
+    prompt_cache,
+    rate_limit,
+    retry,
+    router,
+    semantic_cache,
+)
+from lab.stages.base import Stage
 
-
-class Stage:
-    """Base of every stage: passes everything on and saves nothing."""
-
-    name = "stage"
-
-    def __init__(self, config, sim, index: int, rng: np.random.Generator):
-        self.config, self.sim, self.index, self.rng = config, sim, index, rng
-        self.bit = np.uint32(1 << index)
-
-    def touch(self, i: int) -> None:
-        self.sim.run.stage_flags[i] |= self.bit
-
-    def on_request(self, i: int) -> bool:
-        return False
-
-    def on_response(self, i: int) -> None:
-        pass
-
-    def served_by(self, result, provider_index: int) -> np.ndarray:
-        """Requests this stage touched that provider `provider_index` answered (and billed)."""
-        run = result.run
-        return (((run.stage_flags & self.bit) != 0) & (run.provider == provider_index)
-                & (run.outcome == OK) & (run.answered_by < 0))
-
-    def repriced_saving_usd(self, result, input_tokens, output_tokens) -> float:
-        """Price of the touched requests with the given token counts, minus with the ones sent."""
-        run, saved = result.run, 0.0
-        for k, provider in enumerate(result.providers):
-            m = self.served_by(result, k)
-            if m.any():
-                p = self.sim.price_of(provider)
-                saved += float(p.cost_usd(input_tokens[m], output_tokens[m]).sum()
-                               - p.cost_usd(run.input_tokens[m], run.output_tokens[m]).sum())
-        return saved
-
-    def saved_usd(self, result) -> float:
-        """Default: the whole baseline cost of the requests this stage answered."""
-        run, base = result.run, result.baseline
-        mask = run.answered_by == self.index
-        return float(base.cost_usd[mask].sum() - run.cost_usd[mask].sum())
-
-    def stats(self) -> dict:
-        """Extra counters shown in the summary under this stage (hits, wrong hits, ...)."""
-        return {}
-
-
-def _registry():
-    from lab.stages import (
-        batch,
-        batch_api,
-        budget,
-        cache,
-        cascade,
-        compress,
-        dedup,
-        prompt_cache,
-        rate_limit,
-        retry,
-        router,
-        semantic_cache,
-    )
-
-    return {m.NAME: m for m in (cache, semantic_cache, dedup, prompt_cache, batch, batch_api, budget, rate_limit,
-                                router, cascade, retry, compress)}
+#: every stage module by the name a `[[pipeline]]` table gives in `stage = "..."`
+STAGES = {m.NAME: m for m in (cache, semantic_cache, dedup, prompt_cache, batch, batch_api, budget, rate_limit,
+                              router, cascade, retry, compress)}
 
 
 def stage_names() -> list[str]:
-    return sorted(_registry())
+    return sorted(STAGES)
+
+
+def world_fields(name: str) -> tuple[str, ...]:
+    """The fields of stage `name` that model the world, not a policy (its module's `WORLD_FIELDS`)."""
+    return tuple(getattr(STAGES[name], "WORLD_FIELDS", ()))
 
 
 def parse_stage(t: Table):
     """Read one `[[pipeline]]` table into its stage's Config."""
-    registry = _registry()
     name = t.string("stage")
-    if name not in registry:
-        t.fail("stage", f"unknown stage {name!r}: expected one of {', '.join(sorted(registry))}"
-               f"{did_you_mean(name, registry)}")
-    config = registry[name].parse(t)
+    if name not in STAGES:
+        t.fail("stage", f"unknown stage {name!r}: expected one of {', '.join(sorted(STAGES))}"
+               f"{did_you_mean(name, STAGES)}")
+    config = STAGES[name].parse(t)
     t.done()
     return config
 
 
 def validate_pipeline(scenario, table: Table) -> None:
     """Checks that need the whole scenario (a cascade's models exist, batch prices exist)."""
-    registry = _registry()
     for k, config in enumerate(scenario.pipeline):
-        check = getattr(registry[config.stage], "validate", None)
+        check = getattr(STAGES[config.stage], "validate", None)
         problem = check(config, scenario) if check else None
         if problem:
             field, message = problem
@@ -115,4 +72,4 @@ def validate_pipeline(scenario, table: Table) -> None:
 
 
 def build_stage(config, sim, index: int, rng: np.random.Generator) -> Stage:
-    return _registry()[config.stage].Stage(config, sim, index, rng)
+    return STAGES[config.stage].Stage(config, sim, index, rng)

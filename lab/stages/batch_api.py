@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from lab.config import Table
 from lab.dists import Dist
 from lab.ledger import BATCHED, ERROR
+from lab.pricing import model_prices
 from lab.scenario import PRIORITIES
-from lab.stages import Stage
+from lab.stages.base import Stage
 
 NAME = "batch_api"
 #: fields that describe the world, not a policy choice (graders lock them)
@@ -37,14 +38,12 @@ def parse(t: Table) -> Config:
     prios = t.raw("priorities", [])
     if not isinstance(prios, list) or any(p not in PRIORITIES for p in prios):
         t.fail("priorities", f"expected a list of {', '.join(PRIORITIES)}")
-    return Config(share=t.probability("share", 1.0), priorities=tuple(prios),
+    return Config(share=t.probability("share", Config.share), priorities=tuple(prios),
                   completion_s=t.dist("completion_s", Config.completion_s),
-                  expiry_s=t.number("expiry_s", 86_400.0, min=0.0, strict_min=True))
+                  expiry_s=t.number("expiry_s", Config.expiry_s, min=0.0, strict_min=True))
 
 
 def validate(config: Config, scenario) -> tuple[str, str] | None:
-    from lab.pricing import model_prices
-
     for p in scenario.providers:
         if model_prices(p.name, p.model).batch is None:
             return "stage", f"genai-prices has no batch prices for {p.name}/{p.model}"

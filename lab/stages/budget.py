@@ -21,7 +21,7 @@ import numpy as np
 
 from lab.config import Table
 from lab.ledger import OK, REJECTED
-from lab.stages import Stage
+from lab.stages.base import Stage
 
 NAME = "budget"
 DAY_S, MONTH_S = 86_400.0, 30 * 86_400.0
@@ -40,11 +40,11 @@ class Config:
 
 
 def parse(t: Table) -> Config:
-    c = Config(daily_usd=t.number("daily_usd", None, min=0.0), monthly_usd=t.number("monthly_usd", None, min=0.0),
-               per=t.string("per", "tenant", choices=("tenant", "feature", "all")),
-               action=t.string("action", "reject", choices=("warn", "queue", "downgrade", "reject")),
-               downgrade_to=t.string("downgrade_to", ""),
-               alerts=t.numbers("alerts", (0.5, 0.8, 1.0), min=0.0) if t.has("alerts") else (0.5, 0.8, 1.0),
+    c = Config(daily_usd=t.number("daily_usd", Config.daily_usd, min=0.0), monthly_usd=t.number("monthly_usd", Config.monthly_usd, min=0.0),
+               per=t.string("per", Config.per, choices=("tenant", "feature", "all")),
+               action=t.string("action", Config.action, choices=("warn", "queue", "downgrade", "reject")),
+               downgrade_to=t.string("downgrade_to", Config.downgrade_to),
+               alerts=t.numbers("alerts", Config.alerts, min=0.0),
                daily_usd_by=_named_limits(t))
     if c.daily_usd is None and c.monthly_usd is None and not c.daily_usd_by:
         t.fail("daily_usd", "give daily_usd and/or monthly_usd")

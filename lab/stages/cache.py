@@ -25,9 +25,9 @@ import numpy as np
 
 from lab.config import Table
 from lab.ledger import CACHE_HIT, OK
-from lab.stages import Stage
 from lab.stages._eviction import POLICIES, make_store
 from lab.stages._singleflight import SingleFlight
+from lab.stages.base import Stage
 
 NAME = "cache"
 #: fields that describe the world, not a policy choice (graders lock them)
@@ -56,21 +56,21 @@ class Config:
 
 def parse(t: Table) -> Config:
     c = Config(
-        policy=t.string("policy", "lru", choices=tuple(POLICIES)),
-        capacity=t.integer("capacity", None, min=1),
-        capacity_tokens=t.integer("capacity_tokens", None, min=1),
-        ttl_s=t.number("ttl_s", None, min=0.0, strict_min=True),
-        ttl_mode=t.string("ttl_mode", "fixed", choices=("fixed", "sliding")),
-        dynamic_ttl=t.boolean("dynamic_ttl", False),
-        changes_per_ttl=t.number("changes_per_ttl", 0.1, min=0.0, strict_min=True),
-        min_ttl_s=t.number("min_ttl_s", 1.0, min=0.0),
-        shared=t.boolean("shared", False),
-        hit_latency_ms=t.number("hit_latency_ms", 2.0, min=0.0),
-        invalidate_on_update=t.boolean("invalidate_on_update", True),
-        versioned=t.boolean("versioned", True),
-        stale_quality=t.probability("stale_quality", 0.0),
-        coalesce=t.boolean("coalesce", False),
-        xfetch_beta=t.number("xfetch_beta", 0.0, min=0.0),
+        policy=t.string("policy", Config.policy, choices=tuple(POLICIES)),
+        capacity=t.integer("capacity", Config.capacity, min=1),
+        capacity_tokens=t.integer("capacity_tokens", Config.capacity_tokens, min=1),
+        ttl_s=t.number("ttl_s", Config.ttl_s, min=0.0, strict_min=True),
+        ttl_mode=t.string("ttl_mode", Config.ttl_mode, choices=("fixed", "sliding")),
+        dynamic_ttl=t.boolean("dynamic_ttl", Config.dynamic_ttl),
+        changes_per_ttl=t.number("changes_per_ttl", Config.changes_per_ttl, min=0.0, strict_min=True),
+        min_ttl_s=t.number("min_ttl_s", Config.min_ttl_s, min=0.0),
+        shared=t.boolean("shared", Config.shared),
+        hit_latency_ms=t.number("hit_latency_ms", Config.hit_latency_ms, min=0.0),
+        invalidate_on_update=t.boolean("invalidate_on_update", Config.invalidate_on_update),
+        versioned=t.boolean("versioned", Config.versioned),
+        stale_quality=t.probability("stale_quality", Config.stale_quality),
+        coalesce=t.boolean("coalesce", Config.coalesce),
+        xfetch_beta=t.number("xfetch_beta", Config.xfetch_beta, min=0.0),
     )
     if c.capacity is not None and c.capacity_tokens is not None:
         t.fail("capacity_tokens", "give capacity (entries) or capacity_tokens, not both")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from lab.config import Table
 from lab.ledger import OK
-from lab.stages import Stage
+from lab.stages.base import Stage
 
 NAME = "cascade"
 #: fields that describe the world, not a policy choice (graders lock them)
@@ -34,8 +34,8 @@ def parse(t: Table) -> Config:
     raw = t.raw("models")
     if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(m, str) for m in raw):
         t.fail("models", "expected at least two model names of listed providers, cheapest first")
-    return Config(models=tuple(raw), threshold=t.probability("threshold", 0.8),
-                  judge_noise=t.number("judge_noise", 0.0, min=0.0))
+    return Config(models=tuple(raw), threshold=t.probability("threshold", Config.threshold),
+                  judge_noise=t.number("judge_noise", Config.judge_noise, min=0.0))
 
 
 def validate(config: Config, scenario) -> tuple[str, str] | None:

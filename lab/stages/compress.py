@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from lab.config import Table
 from lab.ledger import OK
-from lab.stages import Stage
+from lab.stages.base import Stage
 
 NAME = "compress"
 #: fields that describe the world, not a policy choice (graders lock them)
@@ -36,11 +36,11 @@ class Config:
 
 
 def parse(t: Table) -> Config:
-    c = Config(max_input_tokens=t.integer("max_input_tokens", None, min=1),
-               strip_share=t.probability("strip_share", 0.0),
-               max_output_tokens=t.integer("max_output_tokens", None, min=1),
-               penalties=tuple(t.numbers("penalties", (), min=0.0)) if t.has("penalties") else (0.0, 0.02, 0.05),
-               truncation_penalty=t.probability("truncation_penalty", 0.3))
+    c = Config(max_input_tokens=t.integer("max_input_tokens", Config.max_input_tokens, min=1),
+               strip_share=t.probability("strip_share", Config.strip_share),
+               max_output_tokens=t.integer("max_output_tokens", Config.max_output_tokens, min=1),
+               penalties=t.numbers("penalties", Config.penalties, min=0.0),
+               truncation_penalty=t.probability("truncation_penalty", Config.truncation_penalty))
     if len(c.penalties) != 3:
         t.fail("penalties", "expected three numbers: none, minimal and moderate impact")
     if c.max_input_tokens is None and not c.strip_share and c.max_output_tokens is None:

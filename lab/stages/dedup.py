@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from lab.config import Table
 from lab.ledger import DEDUPLICATED, OK
-from lab.stages import Stage
 from lab.stages._singleflight import SingleFlight
+from lab.stages.base import Stage
 from lab.stages.cache import request_keys
 
 NAME = "dedup"
@@ -29,7 +29,7 @@ class Config:
 
 
 def parse(t: Table) -> Config:
-    return Config(window_s=t.number("window_s", 0.0, min=0.0), shared=t.boolean("shared", False))
+    return Config(window_s=t.number("window_s", Config.window_s, min=0.0), shared=t.boolean("shared", Config.shared))
 
 
 class DedupStage(Stage):

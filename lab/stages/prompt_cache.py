@@ -34,9 +34,11 @@ from itertools import repeat
 import numpy as np
 
 from lab.config import Table
-from lab.stages import Stage
+from lab.stages.base import Stage
 
 NAME = "prompt_cache"
+#: fields that describe the world, not a policy choice (graders lock them)
+WORLD_FIELDS = ("ttl_s", "capacity_tokens")
 RULES = ("auto", "ideal", "openai", "anthropic", "gemini")
 PROVIDER_RULES = {"openai": "openai", "anthropic": "anthropic", "google": "gemini"}
 DEFAULT_TTL_S = {"ideal": None, "openai": 300.0, "anthropic": 300.0, "gemini": 300.0}
@@ -55,12 +57,12 @@ class Config:
 
 
 def parse(t: Table) -> Config:
-    return Config(rules=t.string("rules", "auto", choices=RULES),
-                  capacity_tokens=t.integer("capacity_tokens", None, min=1),
-                  ttl_s=t.number("ttl_s", None, min=0.0, strict_min=True),
-                  breakpoint=t.string("breakpoint", "prefix", choices=("prefix", "end")),
-                  anthropic_ttl=t.string("anthropic_ttl", "5m", choices=("5m", "1h")),
-                  gemini_explicit=t.boolean("gemini_explicit", False))
+    return Config(rules=t.string("rules", Config.rules, choices=RULES),
+                  capacity_tokens=t.integer("capacity_tokens", Config.capacity_tokens, min=1),
+                  ttl_s=t.number("ttl_s", Config.ttl_s, min=0.0, strict_min=True),
+                  breakpoint=t.string("breakpoint", Config.breakpoint, choices=("prefix", "end")),
+                  anthropic_ttl=t.string("anthropic_ttl", Config.anthropic_ttl, choices=("5m", "1h")),
+                  gemini_explicit=t.boolean("gemini_explicit", Config.gemini_explicit))
 
 
 class PrefixCache:

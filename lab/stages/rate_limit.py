@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from lab.buckets import TokenBucket
 from lab.config import Table
-from lab.providers.mock import TokenBucket
-from lab.stages import Stage
+from lab.stages.base import Stage
 
 NAME = "rate_limit"
 HIGH = 0
@@ -29,8 +29,8 @@ class Config:
 
 
 def parse(t: Table) -> Config:
-    c = Config(rpm=t.number("rpm", 0.0, min=0.0), tpm=t.number("tpm", 0.0, min=0.0),
-               high_priority=t.string("high_priority", "pass", choices=("pass", "queue")))
+    c = Config(rpm=t.number("rpm", Config.rpm, min=0.0), tpm=t.number("tpm", Config.tpm, min=0.0),
+               high_priority=t.string("high_priority", Config.high_priority, choices=("pass", "queue")))
     if not c.rpm and not c.tpm:
         t.fail("rpm", "give rpm and/or tpm (per-minute limits for the client-side bucket)")
     return c

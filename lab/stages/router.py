@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from lab.config import Table
-from lab.stages import Stage
+from lab.quality import quality_curve
+from lab.scenario import PRIORITIES
+from lab.stages.base import Stage
 
 NAME = "router"
 STRATEGIES = ("cheapest", "fastest", "balanced", "quality_first")
@@ -32,7 +34,6 @@ DEFAULT_WEIGHTS = {   # priority -> (cost, latency, reliability, quality)
     "normal": (0.40, 0.35, 0.00, 0.25),
     "low": (0.60, 0.10, 0.00, 0.30),
 }
-PRIORITY_NAMES = ("high", "normal", "low")
 __doc__ += "\n".join(f"    {p}: cost {w[0]}, latency {w[1]}, reliability {w[2]}, quality {w[3]}"
                      for p, w in DEFAULT_WEIGHTS.items())
 
@@ -48,13 +49,13 @@ def parse(t: Table) -> Config:
     weights = dict(DEFAULT_WEIGHTS)
     if t.has("weights"):
         wt = t.table("weights")
-        for p in PRIORITY_NAMES:
+        for p in PRIORITIES:
             if wt.has(p):
                 row = wt.table(p)
                 weights[p] = tuple(row.number(k, 0.0, min=0.0) for k in ("cost", "latency", "reliability", "quality"))
                 row.done()
         wt.done()
-    return Config(strategy=t.string("strategy", "cheapest", choices=STRATEGIES), weights=tuple(weights.items()))
+    return Config(strategy=t.string("strategy", Config.strategy, choices=STRATEGIES), weights=tuple(weights.items()))
 
 
 class RouterStage(Stage):
@@ -102,7 +103,7 @@ class RouterStage(Stage):
             return int(pool[np.lexsort((cost[pool], latency[pool]))[0]])
         if strategy == "quality_first":
             return int(pool[np.lexsort((cost[pool], -quality[pool]))[0]])
-        w_cost, w_lat, w_rel, w_q = self.weights[PRIORITY_NAMES[int(req.priority[i])]]
+        w_cost, w_lat, w_rel, w_q = self.weights[PRIORITIES[int(req.priority[i])]]
 
         def norm(x):
             span = x[pool].max() - x[pool].min()
@@ -127,7 +128,6 @@ class RouterStage(Stage):
         latency = self.ttft_ms[:, None] + outp[None, :] * 1000.0 / self.speed[:, None]
         qm = self.sim.quality_model
         if qm is not None:
-            from lab.quality import quality_curve
             quality = np.stack([quality_curve(p.info.quality, qm.difficulty[s]) for p in self.providers])
         else:
             quality = np.repeat(self.static_quality[:, None], len(inp), axis=1).astype(np.float64)
@@ -151,7 +151,7 @@ class RouterStage(Stage):
         elif strategy == "quality_first":
             pick = first_min(-quality, cost)
         else:
-            weights = np.array([self.weights[p] for p in PRIORITY_NAMES])[req.priority[s]].T   # (4, m)
+            weights = np.array([self.weights[p] for p in PRIORITIES])[req.priority[s]].T   # (4, m)
 
             def norm(x):
                 lo = np.where(good, x, np.inf).min(axis=0)

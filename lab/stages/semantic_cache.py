@@ -20,8 +20,8 @@ import numpy as np
 
 from lab.config import Table
 from lab.ledger import CACHE_HIT, OK
-from lab.stages import Stage
 from lab.stages._eviction import POLICIES, make_store
+from lab.stages.base import Stage
 
 NAME = "semantic_cache"
 #: fields that describe the world, not a policy choice (graders lock them)
@@ -52,12 +52,12 @@ def parse(t: Table) -> Config:
             t.fail("wrong_hit_rate", "expected pairs [threshold, wrong share] with both in [0, 1], "
                    "e.g. [[0.8, 0.09], [0.95, 0.06]]")
         table = tuple(sorted((float(a), float(b)) for a, b in rows))
-    return Config(threshold=t.probability("threshold", 0.8), wrong_hit_rate=table,
-                  wrong_quality=t.probability("wrong_quality", 0.0),
-                  policy=t.string("policy", "lru", choices=tuple(POLICIES)),
-                  capacity=t.integer("capacity", None, min=1),
-                  ttl_s=t.number("ttl_s", None, min=0.0, strict_min=True), shared=t.boolean("shared", False),
-                  hit_latency_ms=t.number("hit_latency_ms", 20.0, min=0.0))
+    return Config(threshold=t.probability("threshold", Config.threshold), wrong_hit_rate=table,
+                  wrong_quality=t.probability("wrong_quality", Config.wrong_quality),
+                  policy=t.string("policy", Config.policy, choices=tuple(POLICIES)),
+                  capacity=t.integer("capacity", Config.capacity, min=1),
+                  ttl_s=t.number("ttl_s", Config.ttl_s, min=0.0, strict_min=True), shared=t.boolean("shared", Config.shared),
+                  hit_latency_ms=t.number("hit_latency_ms", Config.hit_latency_ms, min=0.0))
 
 
 def wrong_share(config: Config) -> float:

@@ -1,4 +1,4 @@
-"""Policies: what a submission hands the grader — the pipeline (stages and their parameters).
+"""Policy schema: what a submission may hand the grader — the pipeline (stages and their parameters).
 
 A policy is data, never code: a JSON object
 
@@ -9,7 +9,8 @@ checked here against the stage registry (`lab.stages`) by building the challenge
 with the policy's pipeline (`lab.scenario_from_dict`), so every stage another part of costlab
 registers is accepted with its own validation. Fields that describe the world rather than a
 choice (how slow a cache hit is, how often a semantic hit is wrong, a provider's cache TTL)
-are locked: a policy may not set them.
+are locked: a policy may not set them. Each stage declares its own (`WORLD_FIELDS` in its
+module, read through `lab.stages.world_fields`).
 """
 
 from __future__ import annotations
@@ -17,25 +18,18 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from lab.config import did_you_mean
 from lab.errors import CostlabError, PricingError, ScenarioError
+from lab.loader import scenario_from_dict
+from lab.pricing import model_prices
+from lab.stages import stage_names, world_fields
+from lab.stages.prompt_cache import PROVIDER_RULES
 
 POLICY_VERSION = 1
 MAX_POLICY_BYTES = 64 * 1024
 POLICY_KEYS = ("costlab_policy", "challenge", "pipeline", "model", "note")
-
-#: stage fields that model the world, not the learner's policy (a stage module may add its own
-#: with a module-level `WORLD_FIELDS` tuple)
-WORLD_FIELDS = {
-    "cache": ("hit_latency_ms", "stale_quality"),
-    "semantic_cache": ("wrong_hit_rate", "wrong_quality", "hit_latency_ms"),
-    "prompt_cache": ("ttl_s", "capacity_tokens"),
-    "batch_api": ("completion_s", "expiry_s"),
-    "cascade": ("judge_noise",),
-}
-#: prompt caching must follow the serving provider's published rules
-PROVIDER_RULES = {"openai": "openai", "anthropic": "anthropic", "google": "gemini"}
 
 
 class PolicyError(CostlabError):
@@ -65,8 +59,6 @@ class Policy:
 
 def read_policy_file(path, challenge) -> Policy:
     """Read a policy file (size-capped JSON), then validate it."""
-    from pathlib import Path
-
     p = Path(path)
     if not p.is_file():
         raise PolicyError(no_policy_message(p))
@@ -118,8 +110,6 @@ def parse_policy(data, challenge) -> Policy:
 
 
 def _check_stage(k: int, stage, challenge) -> None:
-    from lab.stages import stage_names
-
     where = f"policy: pipeline[{k}]"
     if not isinstance(stage, dict):
         raise PolicyError(f"{where}: expected a table like {{\"stage\": \"cache\"}}, got {stage!r:.60}")
@@ -131,7 +121,7 @@ def _check_stage(k: int, stage, challenge) -> None:
     if challenge.allowed_stages and name not in challenge.allowed_stages:
         raise PolicyError(f"{where}.stage: {name!r} is not allowed in this challenge "
                           f"(allowed: {', '.join(challenge.allowed_stages)})")
-    locked = set(WORLD_FIELDS.get(name, ())) | set(_module_world_fields(name))
+    locked = set(world_fields(name))
     locked |= {f.split(".", 1)[1] for f in challenge.locked_fields if f.startswith(f"{name}.")}
     for key in stage:
         if key in locked:
@@ -151,16 +141,8 @@ def _check_stage(k: int, stage, challenge) -> None:
                               f"challenge, got {stage[fname]!r}")
 
 
-def _module_world_fields(name: str) -> tuple[str, ...]:
-    import importlib
-
-    try:
-        return tuple(getattr(importlib.import_module(f"lab.stages.{name}"), "WORLD_FIELDS", ()))
-    except ImportError:
-        return ()
-
-
 def _allowed_values(challenge) -> dict[str, tuple]:
+    """Prompt caching must follow the serving providers' published rules (or "auto")."""
     providers = challenge.scenario.get("providers") or [{}]
     rules = sorted({PROVIDER_RULES.get(p.get("name"), "") for p in providers} - {""})
     out = {"prompt_cache.rules": ("auto", *rules)}
@@ -169,8 +151,6 @@ def _allowed_values(challenge) -> dict[str, tuple]:
 
 
 def _check_model(model, challenge) -> None:
-    from lab.pricing import model_prices
-
     provider = (challenge.scenario.get("providers") or [{}])[0]
     if not isinstance(model, str):
         raise PolicyError(f"policy: model: expected a model id string, got {model!r:.60}")
@@ -197,8 +177,6 @@ def scenario_dict(challenge, policy: Policy) -> dict:
 
 def build_scenario(challenge, policy: Policy):
     """A `lab.Scenario` for this policy; a bad stage field becomes a PolicyError naming it."""
-    from lab.scenario import scenario_from_dict
-
     try:
         return scenario_from_dict(scenario_dict(challenge, policy), path=challenge.scenario_path)
     except ScenarioError as exc:

@@ -1,4 +1,4 @@
-"""Live providers: the official SDKs behind one small interface, and a simulation provider on top.
+"""The official SDKs behind one small interface, and the simulation provider that calls through them.
 
 An `Adapter` turns a chat request into the provider's own request body, sends it with
 the official SDK (`openai` chat completions, `anthropic` messages, `google-genai`
@@ -11,9 +11,10 @@ reads and writes (genai-prices adds them back).
 Keys come only from the standard environment variables and are never written anywhere:
 SDK error messages are scrubbed of them before they become a `ProviderError`.
 
-`LiveProvider` has the interface of `lab.providers.mock.MockProvider`, but serves each
-simulated request with a real call through a `lab.live.Session` and uses the measured
-latency as the service time.
+`LiveProvider` has the interface of `lab.providers.mock.MockProvider` (the `Provider`
+protocol in `lab.providers.base`), but serves each simulated request with a real call
+through the spend-capped session the simulation hands it (a `lab.live.Session`) and uses
+the measured latency as the service time.
 """
 
 from __future__ import annotations
@@ -21,12 +22,20 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from lab.errors import ConfigError, CostlabError, PricingError
-from lab.tokens import count_messages
+import numpy as np
+from genai_prices import extract_usage
+
+from lab.errors import BudgetExceeded, ConfigError, CostlabError, PricingError
+from lab.ledger import ERROR, OK, REJECTED
+from lab.models import model_info
+from lab.pricing import PRICE_DATE, model_prices
+from lab.tokens import count_messages, deterministic_text
 
 #: environment variables holding each provider's key, in the order they are read
 KEY_ENV_VARS = {"openai": ("OPENAI_API_KEY",), "anthropic": ("ANTHROPIC_API_KEY",),
@@ -126,10 +135,6 @@ def usage_and_cost(provider: str, response: dict, model: str) -> tuple[Usage, fl
     call and its simulated twin are priced alike. A response naming a model genai-prices
     does not know is priced as the requested `model`; if that fails too, a PricingError.
     """
-    from genai_prices import extract_usage
-
-    from lab.pricing import PRICE_DATE, model_prices
-
     flavor = "chat" if provider == "openai" else "default"
     model_key = "modelVersion" if provider == "google" else "model"
     try:
@@ -348,8 +353,6 @@ class AnthropicAdapter(Adapter):
         return self._client
 
     def _send(self, body):
-        import warnings
-
         with warnings.catch_warnings():  # the SDK warns about deprecated models on every call
             warnings.simplefilter("ignore", DeprecationWarning)
             return self.client().messages.create(**body).model_dump(mode="json", exclude_none=True)
@@ -440,8 +443,6 @@ def synthesize_chat(requests, i: int, provider: str, model: str) -> Chat:
     deterministic words, sized so the prompt counts `input_tokens[i]` tokens with the
     provider's chat overheads (exactly, for OpenAI models).
     """
-    from lab.providers.fake_server import deterministic_text
-
     total = int(requests.input_tokens[i])
     prefix_id, prefix_tokens = int(requests.prefix_id[i]), int(requests.prefix_tokens[i])
     has_system = prefix_id >= 0 and prefix_tokens > 0
@@ -458,44 +459,6 @@ def synthesize_chat(requests, i: int, provider: str, model: str) -> Chat:
     return Chat((("user", deterministic_text(f"prompt\x00{int(requests.prompt[i])}", user_tokens)),), system)
 
 
-class _RunSessions:
-    """One Session per live provider entry per request stream, so a run and its baseline share a budget.
-
-    `simulate()` plays the same stream (one `Requests` object) through the optimized pipeline
-    and the baseline: both runs draw on one budget and one cassette, and a replay of them
-    answers both in the order they were recorded. A new stream (a new `simulate()`) starts afresh.
-    """
-
-    def __init__(self):
-        self._by_stream: dict[int, tuple] = {}
-
-    def get(self, requests, config):
-        import weakref
-
-        from lab.live import Session
-
-        for key in [k for k, (ref, _) in self._by_stream.items() if ref() is None]:
-            del self._by_stream[key]
-        ref, sessions = self._by_stream.get(id(requests), (None, None))
-        if ref is None or ref() is not requests:
-            sessions = {}
-            self._by_stream[id(requests)] = (weakref.ref(requests), sessions)
-        kind = getattr(config, "kind", "live")
-        key = (config.name, config.model, kind, getattr(config, "base_url", None),
-               getattr(config, "cassette", None), getattr(config, "budget_usd", None))
-        if key not in sessions:
-            budget = getattr(config, "budget_usd", None)
-            if budget is None:
-                raise ConfigError(f"providers: {config.name}/{config.model} kind = {kind!r} needs budget_usd")
-            sessions[key] = Session(budget_usd=budget, cassette=getattr(config, "cassette", None),
-                                    mode="replay" if kind == "replay" else "live",
-                                    base_url=getattr(config, "base_url", None), seed=0)
-        return sessions[key]
-
-
-RUN_SESSIONS = _RunSessions()
-
-
 class LiveProvider:
     """A scenario provider served by real calls (`kind = "live"`) or a cassette (`kind = "replay"`).
 
@@ -505,17 +468,15 @@ class LiveProvider:
     service time. The provider's own usage goes to the run (cached and cache-write tokens)
     and its billed cost to `measured_cost_usd`. A call the budget refuses is `rejected`; one
     that fails after retries is an `error`. Calls are made one at a time in wall-clock time.
+    The session (its budget and cassette) comes from `sim.live_session(config)`: the
+    simulation decides which runs share one.
     """
 
     def __init__(self, sim, config, index: int, rng=None):
-        import numpy as np
-
-        from lab.models import model_info
-
         self.sim, self.env, self.config, self.index = sim, sim.env, config, index
         self.name, self.model = config.name, config.model
         self.info = model_info(config.name, config.model)
-        self.session = RUN_SESSIONS.get(sim.requests, config)
+        self.session = sim.live_session(config)
         self.cache = getattr(config, "cache", None) if config.name == "anthropic" else None
         self.free_slots = max(int(getattr(config, "concurrency", 1) or 1), 1)
         self.waiting: deque[int] = deque()
@@ -562,11 +523,6 @@ class LiveProvider:
 
     def _call(self, r: int, background: bool) -> tuple[int, int, float]:
         """Send request r for real: (outcome, HTTP status or 0 when no call was made, service seconds)."""
-        import time
-
-        from lab.ledger import ERROR, OK, REJECTED
-        from lab.live import BudgetExceeded
-
         requests = self.sim.requests
         chat = synthesize_chat(requests, r, self.name, self.model)
         started = time.perf_counter()
