@@ -1,21 +1,26 @@
 """`costlab call` (one real, spend-capped provider call) and `costlab fake-server` (the local fakes).
 
-`lab.cli` calls `register(subparsers)` when this module exists. Errors a user can fix
-(a missing key, a refused budget, a provider error) are CostlabErrors: one line, exit 2.
+Errors a user can fix (a missing key, a refused budget, a provider error) are
+CostlabErrors: one line, exit 2. The fake server is a test double: this is the one
+production module allowed to import it (import-linter's `forbidden` contract).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
+
+from lab.live import Session
+from lab.pricing import PROVIDERS
+from lab.providers import fake_server
 
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_BUDGET_USD = 0.50
 
 
 def cmd_call(args) -> int:
-    from lab.live import Session
-
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     session = Session(budget_usd=args.budget_usd, cassette=args.cassette,
                       mode="replay" if args.replay else "live", base_url=args.base_url)
@@ -41,16 +46,11 @@ def _interrupt(signum, frame):
 
 
 def cmd_fake_server(args) -> int:
-    import signal
-    import threading
-
-    from lab.providers.fake_server import PROVIDERS, FakeProviderServer
-
-    server = FakeProviderServer(port=args.port, latency_ms=args.latency_ms,
+    server = fake_server.FakeProviderServer(port=args.port, latency_ms=args.latency_ms,
                                 ms_per_output_token=args.ms_per_output_token)
     with server:
         print(f"costlab fake provider server on {server.url} (Ctrl-C stops it)")
-        for provider in PROVIDERS:
+        for provider in fake_server.PROVIDERS:
             print(f"  {provider:<9} --base-url {server.base_url(provider)}")
         print(f"  admin     POST {server.url}/_fake/fail {{\"count\": 2, \"status\": 429, \"retry_after_s\": 1}}"
               f" · POST /_fake/config · POST /_fake/reset · GET /_fake/stats")
@@ -69,8 +69,6 @@ def cmd_fake_server(args) -> int:
 
 def register(subparsers) -> None:
     """Add `call` and `fake-server` to the `costlab` command."""
-    from lab.pricing import PROVIDERS
-
     c = subparsers.add_parser(
         "call", help="make one real (spend-capped) provider call and print its tokens, cost and latency",
         description="Send one prompt through the provider's official SDK with the key from its environment "

@@ -1,12 +1,13 @@
 """`costlab report`: a cost report (HTML + PNG charts + JSON) for a scenario or a recorded ledger.
 
-`lab.cli` calls `register(subparsers)` when this module exists. Errors a user can fix (a
-bad file, a bad --team, an --out directory that is not a report) are CostlabErrors: one
-line, exit 2.
+Errors a user can fix (a bad file, a bad --team, an --out directory that is not a report)
+are CostlabErrors: one line, exit 2.
 """
 
 from __future__ import annotations
 
+from lab.analysis.kpi import load_kpis
+from lab.analysis.report import build_report, check_output_dir
 from lab.errors import ConfigError
 
 PERIODS_S = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
@@ -26,14 +27,10 @@ def _teams(pairs: list[str] | None) -> dict[str, str] | None:
 
 
 def cmd_report(args) -> int:
-    from lab.analysis.report import build_report, check_output_dir
-
     check_output_dir(args.out)          # before minutes of simulation, not after
     teams = _teams(args.team)
     kpis = None
     if args.kpis:
-        from lab.analysis.kpi import load_kpis
-
         kpis = load_kpis(args.kpis)
     period_s = PERIODS_S[args.budget_period]
     report = build_report(args.source, seed=args.seed, seeds=args.seeds, requests=args.requests,

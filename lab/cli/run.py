@@ -1,33 +1,19 @@
-"""The `costlab` command: run scenarios, print bills, list prices, count tokens.
-
-Every command calls the same public functions a notebook does. Errors a user can fix
-(a bad scenario field, an unknown model, a corrupt trace row) print one line and exit 2.
-"""
+"""`costlab run`, `demo`, `models` and `tokens`: run scenarios, print bills, list prices, count tokens."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from importlib import resources
 from pathlib import Path
 
-from lab.errors import CostlabError
-
-EXIT_USAGE = 2
-
-#: modules that add subcommands with `register(subparsers)`, in the order `--help` lists them
-EXTRA_COMMAND_MODULES = ("cli_live", "cli_twin", "cli_report", "cli_sweep", "cli_grade")
-
-
-def print_table(rows, headers, out=sys.stdout) -> None:
-    """A plain aligned text table."""
-    rows = [tuple(str(c) for c in r) for r in rows]
-    widths = [max(len(str(h)), *(len(r[k]) for r in rows)) if rows else len(str(h)) for k, h in enumerate(headers)]
-    line = "  ".join(str(h).ljust(w) if k == 0 else str(h).rjust(w) for k, (h, w) in enumerate(zip(headers, widths)))
-    print(line, file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for r in rows:
-        print("  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))), file=out)
+from lab.cli.table import print_table
+from lab.files import write_json_atomic
+from lab.ledger import write_ledger
+from lab.loader import load_scenario
+from lab.pricing import PROVIDERS, model_prices, priced_models
+from lab.sim import simulate
+from lab.tokens import count_tokens, tokenizer_note
 
 
 def print_result(result, out=sys.stdout) -> None:
@@ -47,19 +33,13 @@ def print_result(result, out=sys.stdout) -> None:
 
 
 def cmd_run(args) -> int:
-    import lab
-
-    scenario = lab.load_scenario(args.scenario)
-    result = lab.simulate(scenario, seed=args.seed, requests=args.requests)
+    scenario = load_scenario(args.scenario)
+    result = simulate(scenario, seed=args.seed, requests=args.requests)
     print_result(result)
     if args.json:
-        from lab.files import write_json_atomic
-
         write_json_atomic(args.json, result.summary())
         print(f"\nsummary written to {args.json}")
     if args.ledger:
-        from lab.ledger import write_ledger
-
         write_ledger(result.ledger, args.ledger)
         print(f"ledger ({len(result.ledger):,} rows) written to {args.ledger}")
     return 0
@@ -67,16 +47,12 @@ def cmd_run(args) -> int:
 
 def demo_scenario_path() -> Path:
     """The bundled demo scenario (packaged, so `costlab demo` works from any directory)."""
-    from importlib import resources
-
     return Path(str(resources.files("lab").joinpath("data/scenarios/demo.toml")))
 
 
 def cmd_demo(args) -> int:
-    import lab
-
-    scenario = lab.load_scenario(demo_scenario_path())
-    result = lab.simulate(scenario, seed=args.seed, requests=args.requests)
+    scenario = load_scenario(demo_scenario_path())
+    result = simulate(scenario, seed=args.seed, requests=args.requests)
     s = result.summary()
     print("costlab demo: one hour of a support chatbot on gpt-4o-mini, priced with genai-prices\n")
     print_result(result)
@@ -94,8 +70,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from lab.pricing import PROVIDERS, priced_models
-
     providers = [args.provider] if args.provider else list(PROVIDERS)
     rows = []
     for m in priced_models(providers):
@@ -118,9 +92,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_tokens(args) -> int:
-    from lab.pricing import model_prices
-    from lab.tokens import count_tokens, tokenizer_note
-
     provider, model = _split_model(args.model)
     text = args.text if args.text != "-" else sys.stdin.read()
     n = count_tokens(text, model)
@@ -149,21 +120,12 @@ def _split_model(spec: str) -> tuple[str, str]:
     return "openai", spec
 
 
-# --------------------------------------------------------------------------- parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="costlab",
-        description="costlab: simulate what caching, deduplication, prompt caching and other "
-                    "optimizations save on AI API traffic, against the providers' real prices.",
-        epilog="Start with `costlab demo`, then `costlab run scenarios/support-chatbot.toml --json out.json`.",
-    )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-
-    r = sub.add_parser("run", help="run a scenario and its no-optimization baseline",
-                       description="Play a scenario's traffic through its pipeline and, on the same requests, "
-                                   "with no optimization; print both. The same seed gives the same numbers.")
+def register(subparsers) -> None:
+    """Add `run`, `demo`, `models` and `tokens` to the `costlab` command."""
+    r = subparsers.add_parser("run", help="run a scenario and its no-optimization baseline",
+                              description="Play a scenario's traffic through its pipeline and, on the same requests, "
+                                          "with no optimization; print both. The same seed gives the same "
+                                          "numbers.")
     r.add_argument("scenario", help="a scenario file (scenarios/*.toml; fields in scenarios/README.md)")
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     r.add_argument("--requests", type=int, default=None, metavar="N",
@@ -172,49 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ledger", metavar="PATH", help="write one row per request to PATH.csv or PATH.parquet")
     r.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("demo", help="run the bundled demo scenario and print its bill",
-                       description="One hour of a support chatbot: cache, dedup and prompt caching vs none.")
+    d = subparsers.add_parser("demo", help="run the bundled demo scenario and print its bill",
+                              description="One hour of a support chatbot: cache, dedup and prompt caching vs none.")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--requests", type=int, default=None, metavar="N")
     d.set_defaults(func=cmd_demo)
 
-    m = sub.add_parser("models", help="list priced models and their prices (from genai-prices)")
+    m = subparsers.add_parser("models", help="list priced models and their prices (from genai-prices)")
     m.add_argument("--provider", choices=("openai", "anthropic", "google"))
     m.add_argument("--filter", metavar="TEXT", help="only models whose id contains TEXT")
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
     m.set_defaults(func=cmd_models)
 
-    t = sub.add_parser("tokens", help="count the tokens of a text and price them",
-                       description="Count tokens with tiktoken (offline) and price them as input and as output.")
+    t = subparsers.add_parser("tokens", help="count the tokens of a text and price them",
+                              description="Count tokens with tiktoken (offline) and price them as input and as output.")
     t.add_argument("text", help="the text, or - to read standard input")
     t.add_argument("--model", default="openai/gpt-4o-mini", help="PROVIDER/MODEL or a model id (default openai/gpt-4o-mini)")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_tokens)
-
-    import importlib
-    import importlib.util
-
-    for name in EXTRA_COMMAND_MODULES:  # each part of costlab adds its own commands
-        if importlib.util.find_spec(f"lab.{name}") is not None:
-            importlib.import_module(f"lab.{name}").register(sub)
-    return p
-
-
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
-    try:
-        return args.func(args)
-    except CostlabError as exc:
-        print(f"costlab: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("costlab: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

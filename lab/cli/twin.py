@@ -1,13 +1,19 @@
 """`costlab twin` (calibrate a digital twin from a trace and check it) and `costlab project` (cost ahead).
 
-`lab.cli` calls `register(subparsers)` when this module exists. User-fixable problems (a
-missing file, a corrupt row, a bad option) are CostlabErrors: one line, exit 2.
+User-fixable problems (a missing file, a corrupt row, a bad option) are CostlabErrors: one
+line, exit 2.
 """
 
 from __future__ import annotations
 
+import tomllib
+
+from lab import twin
 from lab.errors import ConfigError
 from lab.files import write_text_atomic
+from lab.loader import load_scenario, scenario_from_dict
+from lab.projections import project, run_seeds, scale_analysis
+from lab.tomlwrite import dumps
 
 DEFAULT_SEEDS = 5
 
@@ -28,10 +34,6 @@ def _positive_seeds(n: int) -> int:
 
 
 def cmd_twin(args) -> int:
-    import lab
-    from lab import twin
-    from lab.tomlwrite import dumps
-
     seeds = _positive_seeds(args.seeds)
     provider, model = _split_model(args.model)
     cal = twin.fit(args.trace, args.format, provider=provider, model=model, concurrency=args.concurrency,
@@ -45,7 +47,7 @@ def cmd_twin(args) -> int:
     print(twin.validate(cal.scenario, s, seeds=seeds))
     if args.out:
         text = dumps(cal.scenario_dict, header=cal.story())
-        lab.scenario_from_dict(__import__("tomllib").loads(text), path=args.out)   # what we write must load
+        scenario_from_dict(tomllib.loads(text), path=args.out)   # what we write must load
         write_text_atomic(args.out, text)
         print(f"\ncalibrated scenario written to {args.out}; try `costlab run {args.out}` after adding "
               "[[pipeline]] stages")
@@ -53,11 +55,8 @@ def cmd_twin(args) -> int:
 
 
 def cmd_project(args) -> int:
-    import lab
-    from lab.projections import project, run_seeds, scale_analysis
-
     seeds = _positive_seeds(args.seeds)
-    scenario = lab.load_scenario(args.scenario)
+    scenario = load_scenario(args.scenario)
     runs = run_seeds(scenario, seeds, args.requests)
     print(project(scenario, growth_per_month=args.growth, runs=runs))
     if args.scale:
@@ -73,6 +72,7 @@ def cmd_project(args) -> int:
 
 
 def register(subparsers) -> None:
+    """Add `twin` and `project` to the `costlab` command."""
     t = subparsers.add_parser(
         "twin", help="calibrate a digital twin from a trace, print twin vs trace, write it as a scenario",
         description="Read a recorded trace (or a costlab ledger), fit a scenario that behaves like it "

@@ -1,7 +1,7 @@
 """`costlab sweep`: run a scenario over a grid of parameter values and seeds, in parallel.
 
-`lab.cli` calls `register(subparsers)` when this module exists. A bad grid path, value or
-option is a CostlabError: one line naming it, exit 2, and nothing runs.
+A bad grid path, value or option is a CostlabError: one line naming it, exit 2, and
+nothing runs.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import os
 import textwrap
 from pathlib import Path
 
+from lab.cli.table import print_table
 from lab.errors import ConfigError
 from lab.files import atomic_path
+from lab.sweep import read_grid, sweep
 
 DEFAULT_SEEDS = 5
 #: metrics the printed table shows (the CSV has every metric of the summary)
@@ -45,8 +47,6 @@ def _cell(row, metric: str, fmt: str) -> str:
 
 def print_sweep(table, out=None) -> None:
     """The grid points with the main metrics as mean ± 95 % CI half-width."""
-    from lab.cli import print_table
-
     grid = list(table.attrs.get("grid", []))
     shown = [(m, h, f) for m, h, f in SHOWN if f"{m}.mean" in table.columns]
     rows = []
@@ -57,8 +57,6 @@ def print_sweep(table, out=None) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from lab.sweep import read_grid, sweep
-
     _at_least_one("--seeds", args.seeds)
     _at_least_one("--workers", args.workers)
     _at_least_one("--requests", args.requests)
@@ -66,7 +64,7 @@ def cmd_sweep(args) -> int:
     client = None
     if args.dask:
         try:
-            from distributed import Client
+            from distributed import Client  # the optional `dask` extra; local sweeps never need it
         except ImportError:
             raise ConfigError("--dask: dask.distributed is not installed (pip install 'dask[distributed]')") from None
         try:
@@ -90,6 +88,7 @@ def cmd_sweep(args) -> int:
 
 
 def register(subparsers) -> None:
+    """Add `sweep` to the `costlab` command."""
     s = subparsers.add_parser(
         "sweep", help="run a scenario over a grid of parameter values and seeds, with 95 %% CIs",
         description=textwrap.fill(

@@ -1,8 +1,11 @@
 """`costlab grade`, `grade-all`, `leaderboard`, `challenges` and `class-init`: running a class.
 
-`lab.cli` calls `register(subparsers)`. Grading exits 0 whenever grading itself worked,
-whatever the score (a hostile notebook scores 0 with a reason); 1 if the grader could not
-score a notebook; 2 for a user error (unknown challenge, missing private seeds, bad URL).
+Grading exits 0 whenever grading itself worked, whatever the score (a hostile notebook
+scores 0 with a reason); 1 if the grader could not score a notebook; 2 for a user error
+(unknown challenge, missing private seeds, bad URL).
+
+`lab.grading` needs the `grading` extra (papermill, nbformat, SQLAlchemy), so each command
+imports it when it runs: `costlab --help` and the other commands work without it.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ import json
 import sys
 from pathlib import Path
 
+from lab.cli.table import print_table
+from lab.errors import ConfigError
+
 ISOLATION_CHOICES = ("auto", "namespaces", "user-namespaces", "process")
 
 
 def _limits(args):
-    from lab.grading.sandbox import Limits
+    from lab.grading.sandbox import Limits  # the grading extra (see the module docstring)
 
     return Limits(timeout_s=args.timeout_s, memory_mb=args.memory_mb)
 
@@ -47,15 +53,13 @@ def _print_result(r: dict, out=sys.stdout) -> None:
 
 
 def cmd_grade(args) -> int:
-    from lab.grading._papermill import skip_iri_format_check
+    from lab.grading._papermill import skip_iri_format_check  # the grading extra (see the module docstring)
 
     skip_iri_format_check()                  # ~2 s of imports this command never needs
-    from lab.grading.grader import grade
+    from lab.grading.grader import grade  # after the line above: it must run before nbformat loads
 
     submission = Path(args.submission)
     if not submission.is_file():
-        from lab.errors import ConfigError
-
         raise ConfigError(f"{submission}: no such notebook")
     output = args.output or submission.with_name(f"{submission.stem}.graded.ipynb")
     result = grade(submission, args.challenge, args.student, output=output, json_path=args.json,
@@ -69,17 +73,15 @@ def cmd_grade(args) -> int:
 
 
 def cmd_grade_all(args) -> int:
-    from lab.grading._papermill import skip_iri_format_check
+    from lab.grading._papermill import skip_iri_format_check  # the grading extra (see the module docstring)
 
     skip_iri_format_check()
-    from lab.grading.batch import grade_all
+    from lab.grading.batch import grade_all  # after the line above: it must run before nbformat loads
 
     results = grade_all(args.folder, args.challenge, out=args.out, workers=args.workers, **_grader_kwargs(args))
     if not results:
         print(f"no notebooks found under {args.folder}")
         return 0
-    from lab.cli import print_table
-
     rows = [(r.get("student", "?"), r.get("status", "?"), f"{r.get('score', 0):.2f}", (r.get("reason") or "")[:70],
              f"{(r.get('timing_s') or {}).get('total', 0):.1f}") for r in results]
     print()
@@ -90,23 +92,19 @@ def cmd_grade_all(args) -> int:
 
 
 def _store(args):
-    from lab.grading.private import PrivateDir
-    from lab.grading.store import Leaderboard
+    from lab.grading.private import PrivateDir  # the grading extra (see the module docstring)
+    from lab.grading.store import Leaderboard  # the grading extra
 
     return Leaderboard(args.db or PrivateDir.locate(args.private_dir).default_db_url)
 
 
 def cmd_leaderboard(args) -> int:
-    from lab.cli import print_table
-
     store = _store(args)
     if args.student:
         frame = store.progress(args.student)
         title = f"progress of {args.student} ({store.pseudonym(args.student) or 'no submissions yet'})"
     else:
         if not args.challenge:
-            from lab.errors import ConfigError
-
             raise ConfigError("give a challenge id (or --student NAME for one student's progress)")
         view = store.view(args.challenge, private=args.private)
         frame = view.frame
@@ -133,8 +131,7 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_challenges(args) -> int:
-    from lab.cli import print_table
-    from lab.grading.challenge import list_challenges
+    from lab.grading.challenge import list_challenges  # the grading extra (see the module docstring)
 
     chs = list_challenges(args.root)
     if args.json:
@@ -147,9 +144,9 @@ def cmd_challenges(args) -> int:
 
 
 def cmd_class_init(args) -> int:
-    from lab.grading.challenge import challenges_root, list_challenges
-    from lab.grading.private import PrivateDir
-    from lab.grading.store import Leaderboard
+    from lab.grading.challenge import challenges_root, list_challenges  # the grading extra (module docstring)
+    from lab.grading.private import PrivateDir  # the grading extra
+    from lab.grading.store import Leaderboard  # the grading extra
 
     private = PrivateDir.locate(args.private_dir)
     private.ensure_outside(challenges_root().parent)
