@@ -18,12 +18,12 @@ import os
 from pathlib import Path
 
 from lab.files import write_json_atomic
+from lab.grading.challenge import Challenge, load_challenge
+from lab.grading.evaluate import evaluate
 from lab.grading.policy_schema import POLICY_VERSION, Policy, parse_policy
 
 
 def _challenge(challenge):
-    from lab.grading.challenge import Challenge, load_challenge
-
     return challenge if isinstance(challenge, Challenge) else load_challenge(challenge)
 
 
@@ -39,8 +39,6 @@ def check(pipeline, challenge, model: str | None = None) -> Policy:
 def preview(pipeline, challenge="challenge.toml", *, seeds=None, requests: int | None = None,
             model: str | None = None, progress: bool = True):
     """Score a pipeline on the challenge's public seeds (or `seeds`), as the grader will on private ones."""
-    from lab.grading.evaluate import evaluate
-
     ch = _challenge(challenge)
     policy = check(pipeline, ch, model)
     return evaluate(ch, policy, seeds if seeds is not None else ch.public_seeds, requests=requests,

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import numpy as np
+from genai_prices import Usage, calc_price, data_snapshot
 
 from lab.errors import PricingError
 
@@ -96,7 +97,6 @@ class ModelPrices:
 
 
 def _snapshot():
-    from genai_prices import data_snapshot
     return data_snapshot.get_snapshot()
 
 
@@ -159,7 +159,6 @@ def price_usage_exact(provider: str, model: str, *, input_tokens: int, output_to
                       cached_input_tokens: int = 0, cache_write_tokens: int = 0,
                       cache_write_1h_tokens: int = 0) -> float:
     """One call priced by genai-prices itself (Decimal arithmetic), for checks and live calls."""
-    from genai_prices import Usage, calc_price
     usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens,
                   cache_read_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens)
     if cache_write_1h_tokens:

@@ -15,6 +15,7 @@ import numpy as np
 
 from lab.dists import draw_ranks, zipf_probabilities
 from lab.scenario import PRIORITIES, Arrivals, Scenario, Traffic
+from lab.traces import read_trace
 
 #: prompt keys of one-off requests start here, far above any catalog key
 UNIQUE_KEY_BASE = 1 << 40
@@ -153,8 +154,6 @@ def make_requests(scenario: Scenario, rng: np.random.Generator, requests: int | 
     n_wanted = requests or scenario.requests
     trace = None
     if tr.arrivals.process == "trace":
-        from lab.traces import read_trace
-
         trace = read_trace(tr.arrivals.path, tr.arrivals.format, skip_bad_rows=tr.arrivals.skip_bad_rows)
         t = trace.t_arrival_s * tr.arrivals.time_scale
         keep = len(t)

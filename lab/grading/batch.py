@@ -18,6 +18,11 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+from lab.grading._papermill import skip_iri_format_check
+from lab.grading.challenge import Challenge, load_challenge
+from lab.grading.grader import Grader
+from lab.grading.store import Leaderboard
+
 SKIP_SUFFIXES = (".graded.ipynb",)
 
 
@@ -47,11 +52,7 @@ _GRADER = None
 
 def _init(grader_kwargs: dict) -> None:
     global _GRADER
-    from lab.grading._papermill import skip_iri_format_check
-
     skip_iri_format_check()
-    from lab.grading.grader import Grader
-
     _GRADER = Grader(**grader_kwargs)
 
 
@@ -67,17 +68,12 @@ def _grade(job: Job) -> dict:
 def grade_all(folder: str | Path, challenge, *, out: str | Path | None = None, workers: int | None = None,
               progress: bool = True, **grader_kwargs) -> list[dict]:
     """Grade every notebook in `folder`; results (JSON dicts) in input order, plus out/summary.csv."""
-    from lab.grading.challenge import Challenge, load_challenge
-    from lab.grading.grader import Grader
-
     ch = challenge if isinstance(challenge, Challenge) else load_challenge(challenge)
     subs = find_submissions(folder)
     out_dir = Path(out) if out else Path(folder) / "graded"
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [Job(str(p), student, str(out_dir / f"{student}.{p.stem}.graded.ipynb"),
                 str(out_dir / f"{student}.{p.stem}.grade.json")) for p, student in subs]
-    from lab.grading.store import Leaderboard
-
     if isinstance(grader_kwargs.get("db"), Leaderboard):   # workers open their own connections
         grader_kwargs["db"] = grader_kwargs["db"].url
     hide = (*grader_kwargs.pop("hide", ()), str(Path(folder).resolve()), str(out_dir.resolve()))
@@ -87,7 +83,7 @@ def grade_all(folder: str | Path, challenge, *, out: str | Path | None = None, w
     results: list[dict | None] = [None] * len(jobs)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # tqdm.auto probes for Jupyter widgets (ipywidgets) at import
 
         bar = tqdm(total=len(jobs), desc=f"grading {ch.id}", unit="notebook")
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init,

@@ -9,12 +9,15 @@ challenges and documented in `SCORE_FORMULA` and `challenges/README.md`.
 
 from __future__ import annotations
 
+import html
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.config import Table
+from lab.config import Table, did_you_mean
 from lab.errors import ScenarioError
+from lab.grading.policy_schema import build_scenario, parse_policy
 
 LEVELS = ("beginner", "intermediate", "advanced")
 CHALLENGES_ENV = "COSTLAB_CHALLENGES_DIR"
@@ -105,8 +108,6 @@ class Challenge:
                 "daily_submissions": self.daily_submissions}
 
     def _repr_html_(self) -> str:
-        import html
-
         g = self.goal
         hints = "".join(f"<li>{html.escape(h)}</li>" for h in self.hints)
         badges = "".join(f"<li><b>{html.escape(b.name)}</b>: {html.escape(b.description)}</li>" for b in self.badges)
@@ -125,8 +126,6 @@ class Challenge:
 
 def challenges_root(root: str | Path | None = None) -> Path:
     """The folder holding challenge folders: `root`, $COSTLAB_CHALLENGES_DIR, or the repository's."""
-    import os
-
     if root is not None:
         return Path(root)
     if os.environ.get(CHALLENGES_ENV):
@@ -150,8 +149,6 @@ def load_challenge(spec: str | Path, root: str | Path | None = None) -> Challeng
         candidate = challenges_root(root) / str(spec) / "challenge.toml"
         if not candidate.is_file():
             known = [p.parent.name for p in sorted(challenges_root(root).glob("*/challenge.toml"))]
-            from lab.config import did_you_mean
-
             raise ChallengeError(str(spec), "", f"no such challenge; known: {', '.join(known) or 'none'}"
                                  f"{did_you_mean(str(spec), known)}")
         path = candidate
@@ -248,8 +245,6 @@ def _badge(t: Table) -> Badge:
         out = []
         for metric in list(b.data):
             if metric not in BADGE_METRICS:
-                from lab.config import did_you_mean
-
                 b.fail(metric, f"unknown metric: expected one of {', '.join(BADGE_METRICS)}"
                                f"{did_you_mean(metric, BADGE_METRICS)}")
             out.append((metric, b.number(metric)))
@@ -263,6 +258,4 @@ def _badge(t: Table) -> Badge:
 
 def _check_scenario(ch: Challenge) -> None:
     """The challenge's scenario must load on its own (with the starter pipeline) before anyone plays it."""
-    from lab.grading.policy_schema import build_scenario, parse_policy
-
     build_scenario(ch, parse_policy({"pipeline": list(ch.starter_pipeline)}, ch))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import json
 import os
 import shutil
@@ -34,13 +35,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from lab.errors import ConfigError
 from lab.files import write_bytes_atomic
 from lab.grading.challenge import SCORE_FORMULA, Challenge, challenges_root, load_challenge
 from lab.grading.evaluate import evaluate
 from lab.grading.policy_schema import MAX_POLICY_BYTES, PolicyError, no_policy_message, parse_policy_bytes
 from lab.grading.private import PrivateDir
-from lab.grading.sandbox import Limits, run_isolated
+from lab.grading.sandbox import Limits, covers, run_isolated
 from lab.grading.store import Leaderboard, Submission, SubmissionLimitReached
 
 KERNEL_NAME = "costlab-grader"
@@ -85,8 +88,6 @@ class GradeResult:
                 "executed_notebook": self.executed_notebook}
 
     def _repr_html_(self) -> str:
-        import html
-
         return (f"<b>{html.escape(self.challenge)}</b> · {html.escape(self.pseudonym or self.student)}: "
                 f"score <b>{self.score:.2f}</b> ({html.escape(self.status)}) — {html.escape(self.reason)}")
 
@@ -183,7 +184,7 @@ def _notebook_failure(run, nb, limits: Limits) -> str | None:
 
 
 def _summary_cell(result: GradeResult):
-    import nbformat
+    import nbformat  # loads jsonschema (seconds): only when a notebook is read or written
 
     m = result.metrics
     lines = [f"## costlab grader · {result.challenge}",
@@ -228,8 +229,6 @@ class Grader:
         """What the notebook must never see: the private folder and the SQLite database's folder."""
         hide = [str(self.private.path)]
         if self.store is not None and self.store.dialect == "sqlite":
-            import sqlalchemy as sa
-
             database = sa.engine.make_url(self.store.url).database
             if database and database != ":memory:":
                 hide.append(str(Path(database).resolve().parent))
@@ -242,8 +241,6 @@ class Grader:
                 str(Path(self.challenge.scenario_path).parent), tempfile.gettempdir()]
 
     def _check_secrets_hideable(self) -> None:
-        from lab.grading.sandbox import covers
-
         for secret in self.secret_folders():
             for needed in self.needed_paths():
                 if covers(secret, needed):
@@ -270,7 +267,7 @@ class Grader:
         base.notebook_sha256 = hashlib.sha256(data).hexdigest()
         executed = None
         try:
-            import nbformat
+            import nbformat  # loads jsonschema (seconds): only when a notebook is read or written
 
             submitted = nbformat.reads(data.decode("utf-8"), as_version=4)
         except Exception as exc:  # noqa: BLE001 - any parse failure is the submission's fault
@@ -284,7 +281,7 @@ class Grader:
         return self._finish(base, executed, json_path, start, output)
 
     def _run_and_score(self, result: GradeResult, notebook: bytes, learner_folders=()):
-        import nbformat
+        import nbformat  # loads jsonschema (seconds): only when a notebook is read or written
 
         work = Path(tempfile.mkdtemp(prefix="costlab-grade-"))
         try:
@@ -374,7 +371,7 @@ class Grader:
             result.pseudonym = self.store.pseudonym(result.student)
         result.timing_s["total"] = round(time.perf_counter() - start, 3)
         if output is not None and executed is not None:
-            import nbformat
+            import nbformat  # loads jsonschema (seconds): only when a notebook is read or written
 
             executed.cells.append(_summary_cell(result))
             write_bytes_atomic(Path(output), nbformat.writes(executed).encode("utf-8"))

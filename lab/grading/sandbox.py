@@ -34,6 +34,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.errors import ConfigError
+
 MODES = ("namespaces", "user-namespaces", "process")
 MARKER_ENV = "COSTLAB_SANDBOX_ID"
 TAIL_BYTES = 20_000
@@ -136,8 +138,6 @@ def isolation_mode(requested: str = "auto") -> str:
     if requested not in MODES:
         raise ValueError(f"isolation must be auto or one of {', '.join(MODES)}, got {requested!r}")
     if not _mode_works(requested):
-        from lab.errors import ConfigError
-
         raise ConfigError(f"isolation {requested!r} is not available on this machine (needs unshare, setpriv, "
                           "ip and the right to create namespaces)")
     return requested

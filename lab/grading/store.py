@@ -170,9 +170,9 @@ class Leaderboard:
 
     def _insert_ignore(self, table, values: dict, key: str):
         if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+            from sqlalchemy.dialects.postgresql import insert  # this database's own dialect only
         elif self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects.sqlite import insert  # this database's own dialect only
         else:
             return None
         return insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])

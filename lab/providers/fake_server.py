@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from lab.errors import ConfigError
 from lab.tokens import count_messages, count_tokens, deterministic_text, get_encoding
 
 HOST = "127.0.0.1"
@@ -528,8 +529,6 @@ class FakeProviderServer:
         try:
             self._httpd = _HTTPServer((HOST, self.requested_port), _Handler)
         except OSError as exc:
-            from lab.errors import ConfigError
-
             raise ConfigError(f"fake server: cannot listen on {HOST}:{self.requested_port} ({exc.strerror})") from None
         self._httpd.fake = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},

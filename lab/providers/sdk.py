@@ -296,7 +296,7 @@ class OpenAIAdapter(Adapter):
     def client(self):
         """The SDK client, made once (reads the key)."""
         if self._client is None:
-            import openai
+            import openai  # an SDK (optional `live` extra, slow to import): only when a call is made
 
             self._client = openai.OpenAI(api_key=self.key(), base_url=self.base_url, max_retries=0,
                                          timeout=self.timeout_s)
@@ -306,7 +306,7 @@ class OpenAIAdapter(Adapter):
         return self.client().chat.completions.create(**body).model_dump(mode="json", exclude_none=True)
 
     def _error(self, exc):
-        import openai
+        import openai  # the SDK: only once a call has failed
 
         if isinstance(exc, openai.APIStatusError):
             return exc.status_code, exc.response.headers, str(exc.message)
@@ -346,7 +346,7 @@ class AnthropicAdapter(Adapter):
     def client(self):
         """The SDK client, made once (reads the key)."""
         if self._client is None:
-            import anthropic
+            import anthropic  # an SDK (optional `live` extra, slow to import): only when a call is made
 
             self._client = anthropic.Anthropic(api_key=self.key(), base_url=self.base_url, max_retries=0,
                                                timeout=self.timeout_s)
@@ -358,7 +358,7 @@ class AnthropicAdapter(Adapter):
             return self.client().messages.create(**body).model_dump(mode="json", exclude_none=True)
 
     def _error(self, exc):
-        import anthropic
+        import anthropic  # the SDK: only once a call has failed
 
         if isinstance(exc, anthropic.APIStatusError):
             return exc.status_code, exc.response.headers, str(exc.message)
@@ -395,8 +395,8 @@ class GeminiAdapter(Adapter):
     def client(self):
         """The SDK client, made once (reads the key)."""
         if self._client is None:
-            from google import genai
-            from google.genai import types
+            from google import genai  # an SDK (optional `live` extra, slow to import): only for a call
+            from google.genai import types  # the same SDK
 
             options = types.HttpOptions(base_url=self.base_url, timeout=int(self.timeout_s * 1000),
                                         retry_options=types.HttpRetryOptions(attempts=1))
@@ -404,7 +404,7 @@ class GeminiAdapter(Adapter):
         return self._client
 
     def _send(self, body):
-        from google.genai import types
+        from google.genai import types  # the SDK (optional `live` extra): only when a call is made
 
         config = dict(body["config"])
         if "thinking_config" in config:
@@ -415,7 +415,7 @@ class GeminiAdapter(Adapter):
                                    exclude={"sdk_http_response", "automatic_function_calling_history"})
 
     def _error(self, exc):
-        from google.genai import errors
+        from google.genai import errors  # the SDK: only once a call has failed
 
         if isinstance(exc, errors.APIError):
             headers = getattr(getattr(exc, "response", None), "headers", None) or {}
