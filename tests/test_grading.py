@@ -17,7 +17,7 @@ from lab.grading import PolicyError, PrivateDir, evaluate, list_challenges, load
 from lab.grading.challenge import LEVELS, Badge
 from lab.grading.grader import KERNEL_NAME, write_kernelspec
 from lab.grading.policy_schema import build_scenario
-from lab.stages import stage_names
+from lab.stages import stage_names, world_fields
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,21 @@ def test_policy_stages_come_from_the_registry(b1):
             assert "unknown stage" not in str(exc), name
     with pytest.raises(PolicyError, match=r"pipeline\[0\].stage: unknown stage 'cahce'.*did you mean 'cache'"):
         parse_policy({"pipeline": [{"stage": "cahce"}]}, open_rules)
+
+
+def test_world_fields_are_the_ones_each_stage_declares(b1):
+    """The grader locks what a stage module says describes the world (`WORLD_FIELDS`), and keeps no copy."""
+    import lab.grading.policy_schema
+    from lab.grading.challenge import challenge_from_dict
+
+    assert not hasattr(lab.grading.policy_schema, "WORLD_FIELDS")
+    open_rules = challenge_from_dict({**_raw(b1), "rules": {}}, path=b1.path)
+    locked = {name: world_fields(name) for name in stage_names() if world_fields(name)}
+    assert {"cache", "semantic_cache", "prompt_cache", "batch_api", "cascade", "batch", "compress"} <= set(locked)
+    for name, fields in locked.items():
+        for field in fields:
+            with pytest.raises(PolicyError, match=rf"pipeline\[0\].{field}: describes the world"):
+                parse_policy({"pipeline": [{"stage": name, field: 1}]}, open_rules)
 
 
 def _raw(ch) -> dict:
