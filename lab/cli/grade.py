@@ -10,6 +10,7 @@ imports it when it runs: `costlab --help` and the other commands work without it
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -18,6 +19,15 @@ from lab.cli.table import print_table
 from lab.errors import ConfigError
 
 ISOLATION_CHOICES = ("auto", "namespaces", "user-namespaces", "process")
+GRADING_EXTRA = ("papermill", "nbformat", "sqlalchemy")
+
+
+def _require_grading_extra() -> None:
+    """One line instead of a traceback when the grading extra is not installed."""
+    missing = [m for m in GRADING_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"the grading commands need the grading extra (pip install 'costlab[grading]'); "
+                          f"missing: {', '.join(missing)}")
 
 
 def _limits(args):
@@ -53,6 +63,7 @@ def _print_result(r: dict, out=sys.stdout) -> None:
 
 
 def cmd_grade(args) -> int:
+    _require_grading_extra()
     from lab.grading._papermill import skip_iri_format_check  # the grading extra (see the module docstring)
 
     skip_iri_format_check()                  # ~2 s of imports this command never needs
@@ -73,6 +84,7 @@ def cmd_grade(args) -> int:
 
 
 def cmd_grade_all(args) -> int:
+    _require_grading_extra()
     from lab.grading._papermill import skip_iri_format_check  # the grading extra (see the module docstring)
 
     skip_iri_format_check()
@@ -99,6 +111,7 @@ def _store(args):
 
 
 def cmd_leaderboard(args) -> int:
+    _require_grading_extra()
     store = _store(args)
     if args.student:
         frame = store.progress(args.student)
@@ -131,6 +144,7 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_challenges(args) -> int:
+    _require_grading_extra()
     from lab.grading.challenge import list_challenges  # the grading extra (see the module docstring)
 
     chs = list_challenges(args.root)
@@ -144,6 +158,7 @@ def cmd_challenges(args) -> int:
 
 
 def cmd_class_init(args) -> int:
+    _require_grading_extra()
     from lab.grading.challenge import challenges_root, list_challenges  # the grading extra (module docstring)
     from lab.grading.private import PrivateDir  # the grading extra
     from lab.grading.store import Leaderboard  # the grading extra

@@ -19,6 +19,7 @@ the measured latency as the service time.
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import re
@@ -254,6 +255,15 @@ class Adapter:
         return usage_and_cost(self.provider, response, model)
 
 
+def _sdk(module: str):
+    """The SDK module `module`, or a ConfigError naming the `live` extra when it is not installed."""
+    try:
+        return importlib.import_module(module)  # an SDK: optional (`live` extra) and slow to import, so at first use
+    except ImportError:
+        raise ConfigError(f"{module} is not installed: live calls need the live extra "
+                          "(pip install 'costlab[live]')") from None
+
+
 def _retry_after_s(headers) -> float | None:
     """Seconds to wait from `retry-after-ms` or `retry-after` (seconds; an HTTP date is ignored)."""
     try:
@@ -296,9 +306,7 @@ class OpenAIAdapter(Adapter):
     def client(self):
         """The SDK client, made once (reads the key)."""
         if self._client is None:
-            import openai  # an SDK (optional `live` extra, slow to import): only when a call is made
-
-            self._client = openai.OpenAI(api_key=self.key(), base_url=self.base_url, max_retries=0,
+            self._client = _sdk("openai").OpenAI(api_key=self.key(), base_url=self.base_url, max_retries=0,
                                          timeout=self.timeout_s)
         return self._client
 
@@ -306,8 +314,7 @@ class OpenAIAdapter(Adapter):
         return self.client().chat.completions.create(**body).model_dump(mode="json", exclude_none=True)
 
     def _error(self, exc):
-        import openai  # the SDK: only once a call has failed
-
+        openai = _sdk("openai")
         if isinstance(exc, openai.APIStatusError):
             return exc.status_code, exc.response.headers, str(exc.message)
         if isinstance(exc, openai.APIConnectionError):
@@ -346,9 +353,7 @@ class AnthropicAdapter(Adapter):
     def client(self):
         """The SDK client, made once (reads the key)."""
         if self._client is None:
-            import anthropic  # an SDK (optional `live` extra, slow to import): only when a call is made
-
-            self._client = anthropic.Anthropic(api_key=self.key(), base_url=self.base_url, max_retries=0,
+            self._client = _sdk("anthropic").Anthropic(api_key=self.key(), base_url=self.base_url, max_retries=0,
                                                timeout=self.timeout_s)
         return self._client
 
@@ -358,8 +363,7 @@ class AnthropicAdapter(Adapter):
             return self.client().messages.create(**body).model_dump(mode="json", exclude_none=True)
 
     def _error(self, exc):
-        import anthropic  # the SDK: only once a call has failed
-
+        anthropic = _sdk("anthropic")
         if isinstance(exc, anthropic.APIStatusError):
             return exc.status_code, exc.response.headers, str(exc.message)
         if isinstance(exc, anthropic.APIConnectionError):
@@ -395,17 +399,14 @@ class GeminiAdapter(Adapter):
     def client(self):
         """The SDK client, made once (reads the key)."""
         if self._client is None:
-            from google import genai  # an SDK (optional `live` extra, slow to import): only for a call
-            from google.genai import types  # the same SDK
-
+            genai, types = _sdk("google.genai"), _sdk("google.genai.types")
             options = types.HttpOptions(base_url=self.base_url, timeout=int(self.timeout_s * 1000),
                                         retry_options=types.HttpRetryOptions(attempts=1))
             self._client = genai.Client(api_key=self.key(), vertexai=False, http_options=options)
         return self._client
 
     def _send(self, body):
-        from google.genai import types  # the SDK (optional `live` extra): only when a call is made
-
+        types = _sdk("google.genai.types")
         config = dict(body["config"])
         if "thinking_config" in config:
             config["thinking_config"] = types.ThinkingConfig(**config["thinking_config"])
@@ -415,8 +416,7 @@ class GeminiAdapter(Adapter):
                                    exclude={"sdk_http_response", "automatic_function_calling_history"})
 
     def _error(self, exc):
-        from google.genai import errors  # the SDK: only once a call has failed
-
+        errors = _sdk("google.genai.errors")
         if isinstance(exc, errors.APIError):
             headers = getattr(getattr(exc, "response", None), "headers", None) or {}
             return exc.code, headers, str(exc.message or exc.status or "")
