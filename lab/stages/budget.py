@@ -40,7 +40,8 @@ class Config:
 
 
 def parse(t: Table) -> Config:
-    c = Config(daily_usd=t.number("daily_usd", Config.daily_usd, min=0.0), monthly_usd=t.number("monthly_usd", Config.monthly_usd, min=0.0),
+    c = Config(daily_usd=t.number("daily_usd", Config.daily_usd, min=0.0),
+               monthly_usd=t.number("monthly_usd", Config.monthly_usd, min=0.0),
                per=t.string("per", Config.per, choices=("tenant", "feature", "all")),
                action=t.string("action", Config.action, choices=("warn", "queue", "downgrade", "reject")),
                downgrade_to=t.string("downgrade_to", Config.downgrade_to),
