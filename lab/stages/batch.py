@@ -34,8 +34,10 @@ class Config:
 
 
 def parse(t: Table) -> Config:
-    return Config(window_ms=t.number("window_ms", Config.window_ms, min=0.0), max_batch_size=t.integer("max_batch_size", Config.max_batch_size, min=1),
-                  overhead_tokens=t.integer("overhead_tokens", Config.overhead_tokens, min=0), sla_aware=t.boolean("sla_aware", Config.sla_aware),
+    return Config(window_ms=t.number("window_ms", Config.window_ms, min=0.0),
+                  max_batch_size=t.integer("max_batch_size", Config.max_batch_size, min=1),
+                  overhead_tokens=t.integer("overhead_tokens", Config.overhead_tokens, min=0),
+                  sla_aware=t.boolean("sla_aware", Config.sla_aware),
                   adaptive=t.boolean("adaptive", Config.adaptive))
 
 

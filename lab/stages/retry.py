@@ -35,10 +35,13 @@ class Config:
 
 
 def parse(t: Table) -> Config:
-    return Config(max_attempts=t.integer("max_attempts", Config.max_attempts, min=1), base_ms=t.number("base_ms", Config.base_ms, min=0.0),
-                  max_backoff_ms=t.number("max_backoff_ms", Config.max_backoff_ms, min=0.0), jitter=t.boolean("jitter", Config.jitter),
+    return Config(max_attempts=t.integer("max_attempts", Config.max_attempts, min=1),
+                  base_ms=t.number("base_ms", Config.base_ms, min=0.0),
+                  max_backoff_ms=t.number("max_backoff_ms", Config.max_backoff_ms, min=0.0),
+                  jitter=t.boolean("jitter", Config.jitter),
                   breaker_failures=t.integer("breaker_failures", Config.breaker_failures, min=0),
-                  open_s=t.number("open_s", Config.open_s, min=0.0, strict_min=True), fallback=t.boolean("fallback", Config.fallback))
+                  open_s=t.number("open_s", Config.open_s, min=0.0, strict_min=True),
+                  fallback=t.boolean("fallback", Config.fallback))
 
 
 class Breaker:
