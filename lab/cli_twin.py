@@ -30,7 +30,6 @@ def _positive_seeds(n: int) -> int:
 def cmd_twin(args) -> int:
     import lab
     from lab import twin
-    from lab.tomlwrite import dumps
 
     seeds = _positive_seeds(args.seeds)
     provider, model = _split_model(args.model)
@@ -44,7 +43,7 @@ def cmd_twin(args) -> int:
     print()
     print(twin.validate(cal.scenario, s, seeds=seeds))
     if args.out:
-        text = dumps(cal.scenario_dict, header=cal.story())
+        text = twin.scenario_toml(cal.scenario_dict, header=cal.story())
         lab.scenario_from_dict(__import__("tomllib").loads(text), path=args.out)   # what we write must load
         write_text_atomic(args.out, text)
         print(f"\ncalibrated scenario written to {args.out}; try `costlab run {args.out}` after adding "
@@ -54,11 +53,12 @@ def cmd_twin(args) -> int:
 
 def cmd_project(args) -> int:
     import lab
-    from lab.projections import project, run_seeds, scale_analysis
+    from lab.projections import project, scale_analysis
+    from lab.runs import seed_metrics
 
     seeds = _positive_seeds(args.seeds)
     scenario = lab.load_scenario(args.scenario)
-    runs = run_seeds(scenario, seeds, args.requests)
+    runs = seed_metrics(scenario, seeds, args.requests)
     print(project(scenario, growth_per_month=args.growth, runs=runs))
     if args.scale:
         try:
