@@ -26,6 +26,8 @@ from lab.errors import ConfigError
 from lab.runs import seed_list, seed_metrics
 from lab.scenario import Scenario
 from lab.tables import ResultTable
+from lab.traces import read_trace
+from lab.traffic import mean_rate_per_s
 
 SECONDS_PER_DAY = 86400.0
 DAYS_PER_MONTH = 365.25 / 12
@@ -38,15 +40,11 @@ def requests_per_day(scenario: Scenario) -> float:
     """The scenario's long-run request rate, per day (a trace: its requests over its span)."""
     a = scenario.traffic.arrivals
     if a.process == "trace":
-        from lab.traces import read_trace
-
         tr = read_trace(a.path, a.format, skip_bad_rows=a.skip_bad_rows)
         span_s = float(tr.t_arrival_s[-1]) * a.time_scale
         if span_s <= 0:
             raise ConfigError(f"{a.path}: the trace spans no time, so it has no rate per day")
         return len(tr) / span_s * SECONDS_PER_DAY
-    from lab.traffic import mean_rate_per_s
-
     return mean_rate_per_s(a) * SECONDS_PER_DAY
 
 
@@ -72,14 +70,10 @@ def expected_requests(scenario: Scenario) -> int:
         return int(scenario.requests)
     a = scenario.traffic.arrivals
     if a.process == "trace":
-        from lab.traces import read_trace
-
         tr = read_trace(a.path, a.format, skip_bad_rows=a.skip_bad_rows)
         if scenario.duration_s:
             return int(np.searchsorted(tr.t_arrival_s * a.time_scale, scenario.duration_s))
         return len(tr)
-    from lab.traffic import mean_rate_per_s
-
     return int(round(mean_rate_per_s(a) * (scenario.duration_s or 0.0)))
 
 
