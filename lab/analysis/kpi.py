@@ -91,6 +91,8 @@ _OPS = {"==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "(", ")", ","}
 _COMPARISONS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 _ARITHMETIC = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_HINTS = {"=": " (use '==' to compare)", "**": " (powers are not supported)",
+          **dict.fromkeys(("&", "|", "!"), " (use 'and', 'or', 'not')")}
 _SKIPPED = (pytokenize.NEWLINE, pytokenize.NL, pytokenize.ENDMARKER, pytokenize.INDENT, pytokenize.DEDENT)
 
 
@@ -128,7 +130,7 @@ def tokenize(formula: str) -> list[Token]:
             raise KPIError(formula, col, "string is never closed")
         else:
             what = "character " if len(t.string) == 1 else ""
-            raise KPIError(formula, col, f"unexpected {what}{t.string!r}{_hint(t.string)}")
+            raise KPIError(formula, col, f"unexpected {what}{t.string!r}{_HINTS.get(t.string, '')}")
     tokens.append(Token("end", "", len(formula) + 1))
     return tokens
 
@@ -143,16 +145,6 @@ def _number(formula: str, text: str, col: int, following) -> Token:
     if not math.isfinite(value):
         raise KPIError(formula, col, f"the number {text} is too large")
     return Token("num", text, col, value)
-
-
-def _hint(text: str) -> str:
-    if text == "=":
-        return " (use '==' to compare)"
-    if text in ("&", "|", "!", "&&", "||"):
-        return " (use 'and', 'or', 'not')"
-    if text == "**":
-        return " (powers are not supported)"
-    return ""
 
 
 def _describe(tok: Token) -> str:
