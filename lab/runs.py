@@ -83,11 +83,26 @@ def run(scenario: Scenario, seed: int = 0, requests: int | None = None, *, progr
     return simulate(scenario, seed=seed, requests=requests, progress=progress)
 
 
-def run_seeds(scenario: Scenario, seeds, requests: int | None = None, *, progress: bool = False) -> list[Result]:
-    """Simulate `scenario` once per seed (a count or a list); one Result each, in seed order."""
+def iter_runs(scenario: Scenario, seeds, requests: int | None = None, *, progress: bool = False):
+    """Simulate `scenario` once per seed (a count or a list), yielding (seed, Result) one at a time.
+
+    A face that keeps only a few numbers per seed iterates here, so no more than one run's
+    arrays are held at once.
+    """
     seeds = seed_list(seeds)
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # the progress bar is only drawn when asked for
 
-        seeds = tqdm(seeds, desc=f"{scenario.name}: seeds", unit="seed")
-    return [run(scenario, s, requests) for s in seeds]
+        seeds = tqdm(seeds, desc=f"{scenario.name}: seeds", unit="seed", leave=False)
+    for s in seeds:
+        yield s, run(scenario, s, requests)
+
+
+def run_seeds(scenario: Scenario, seeds, requests: int | None = None, *, progress: bool = False) -> list[Result]:
+    """Simulate `scenario` once per seed (a count or a list); one Result each, in seed order."""
+    return [result for _, result in iter_runs(scenario, seeds, requests, progress=progress)]
+
+
+def seed_metrics(scenario: Scenario, seeds, requests: int | None = None, *, progress: bool = False) -> list[dict]:
+    """`metrics` of one run per seed, in seed order (the runs themselves are not kept)."""
+    return [metrics(result) for _, result in iter_runs(scenario, seeds, requests, progress=progress)]

@@ -17,6 +17,7 @@ confidence interval of every summary metric over the seeds.
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import itertools
 import json
@@ -31,8 +32,11 @@ from typing import Any
 
 import pandas as pd
 
+from lab import runs as lab_runs
 from lab.config import did_you_mean
 from lab.errors import CostlabError, ScenarioError
+from lab.loader import load_scenario, scenario_from_dict
+from lab.scenario import Scenario
 
 DEFAULT_SEEDS = 5
 CI_LEVEL = 0.95
@@ -193,9 +197,6 @@ class Source:
 
 def scenario_source(scenario) -> Source:
     """Accept a scenario file path, its TOML text, its dict, or a `Scenario` loaded from a file."""
-    from lab.loader import load_scenario
-    from lab.scenario import Scenario
-
     if isinstance(scenario, Scenario):
         file = Path(scenario.path)
         if not file.is_file() or load_scenario(file) != scenario:
@@ -221,8 +222,6 @@ def scenario_source(scenario) -> Source:
 
 def _validate(source: Source, point: Mapping[str, Any]) -> dict:
     """The point's scenario dict, checked by `scenario_from_dict`; errors name the grid point."""
-    from lab.loader import scenario_from_dict
-
     data = apply_point(source.data, point)
     try:
         scenario_from_dict(data, path=source.path)
@@ -247,18 +246,14 @@ def grid_points(source: Source, grid: Mapping[str, list]) -> list[dict]:
 
 
 def run_point(scenario: dict | str, seed: int, requests: int | None = None, path: str = "<sweep>") -> dict:
-    """Simulate one grid point on one seed and return `Result.summary()`.
+    """Simulate one grid point on one seed (`lab.runs.run`) and return `Result.summary()`.
 
     Module-level and given plain data (a scenario dict or TOML text), so a process pool or a Dask
     worker can run it; `path` is where relative trace paths resolve.
     """
-    from lab.loader import scenario_from_dict
-    from lab.sim import simulate
-
     data = tomllib.loads(scenario) if isinstance(scenario, str) else scenario
     try:
-        return simulate(scenario_from_dict(data, path=path), seed=int(seed), requests=requests,
-                        progress=False).summary()
+        return lab_runs.run(scenario_from_dict(data, path=path), int(seed), requests).summary()
     except CostlabError as exc:                     # re-raised as a one-argument error: it pickles back
         raise SweepError(f"seed {seed}: {exc}") from None
 
@@ -285,9 +280,7 @@ class _Pool:
         self.client = client
         self.executor = None
         if client is None:
-            from concurrent.futures import ProcessPoolExecutor
-
-            self.executor = ProcessPoolExecutor(max_workers=workers)
+            self.executor = concurrent.futures.ProcessPoolExecutor(max_workers=workers)
 
     def submit(self, fn, *args):
         if self.client is not None:
@@ -296,31 +289,16 @@ class _Pool:
 
     def as_completed(self, futures):
         if self.client is not None:
-            from distributed import as_completed
+            from distributed import as_completed  # optional: only a sweep on a Dask client needs it
 
             return as_completed(futures)
-        from concurrent.futures import as_completed
-
-        return as_completed(futures)
+        return concurrent.futures.as_completed(futures)
 
     def close(self, futures) -> None:
         if self.client is not None:
             self.client.cancel([f for f in futures if not f.done()])
         else:
             self.executor.shutdown(wait=True, cancel_futures=True)
-
-
-def _seed_list(seeds) -> list[int]:
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, Iterable)):
-        raise SweepError(f"seeds: expected a count or a list of seeds, got {seeds!r}")
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise SweepError(f"seeds: expected at least 1, got {seeds}")
-        return list(range(seeds))
-    out = [int(s) for s in seeds]
-    if not out:
-        raise SweepError("seeds: expected at least one seed")
-    return out
 
 
 def sweep_runs(scenario, grid: Mapping[str, Any], seeds=DEFAULT_SEEDS, client=None, requests: int | None = None,
@@ -330,13 +308,13 @@ def sweep_runs(scenario, grid: Mapping[str, Any], seeds=DEFAULT_SEEDS, client=No
     `client`: a `dask.distributed.Client` to run on; None runs `workers` local processes
     (default: one per core). Runs are independent, so the numbers do not depend on where they ran.
     """
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # loads IPython's display hooks; `import lab` imports this module
 
     if requests is not None and (isinstance(requests, bool) or int(requests) < 1):
         raise SweepError(f"requests: expected a whole number >= 1, got {requests!r}")
     source = scenario_source(scenario)
     grid = check_grid(grid)
-    seed_list = _seed_list(seeds)
+    seed_list = lab_runs.seed_list(seeds)
     points = grid_points(source, grid)
     datas = [apply_point(source.data, p) for p in points]
     tasks = [(k, seed) for k in range(len(points)) for seed in seed_list]
@@ -371,6 +349,7 @@ def summarize(runs: pd.DataFrame, metrics: Iterable[str] | None = None, level: f
     `metrics` keeps only these summary fields (a name or a prefix such as `by_stage.cache`).
     With one seed the interval is NaN: it cannot be told from one run.
     """
+    # lab.analysis.stats loads scipy.stats (about 1 s), and `import lab` imports this module
     from lab.analysis.stats import mean_ci
 
     grid = list(runs.attrs.get("grid", []))

@@ -7,34 +7,17 @@ aligned text table for the CLI, and `_repr_html_` renders it (with its notes) in
 
 from __future__ import annotations
 
-import html
-import math
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-
-def fmt_number(value, digits: int = 4) -> str:
-    """A number for people: thousands separators, `digits` significant digits, '-' for missing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, str):
-        return value
-    v = float(value)
-    if v == 0:
-        return "0"
-    if float(v).is_integer() and abs(v) >= 1000:
-        return f"{v:,.0f}"
-    magnitude = math.floor(math.log10(abs(v)))
-    decimals = max(0, digits - 1 - magnitude)
-    return f"{v:,.{decimals}f}"
+from lab import fmt
 
 
 @dataclass
 class ResultTable:
-    """A titled table with notes; `formats` maps a column to a function that renders its cells."""
+    """A titled table with notes; `formats` maps a column to a function that renders its cells
+    (`lab.fmt.number` for the columns it does not name)."""
 
     title: str
     table: pd.DataFrame
@@ -44,7 +27,7 @@ class ResultTable:
     def cells(self) -> list[list[str]]:
         rows = []
         for _, row in self.table.iterrows():
-            rows.append([self.formats.get(c, fmt_number)(row[c]) for c in self.table.columns])
+            rows.append([self.formats.get(c, fmt.number)(row[c]) for c in self.table.columns])
         return rows
 
     def to_text(self) -> str:
@@ -66,9 +49,9 @@ class ResultTable:
         return self.to_text()
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in self.table.columns)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.cells())
-        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+        text = fmt.html_text
+        head = "".join(f"<th>{text(c)}</th>" for c in self.table.columns)
+        body = "".join("<tr>" + "".join(f"<td>{text(c)}</td>" for c in r) + "</tr>" for r in self.cells())
+        notes = "".join(f"<li>{text(n)}</li>" for n in self.notes)
         notes_html = f"<ul>{notes}</ul>" if notes else ""
-        return (f"<div><h4>{html.escape(self.title)}</h4><table><tr>{head}</tr>{body}</table>"
-                f"{notes_html}</div>")
+        return f"<div><h4>{text(self.title)}</h4><table><tr>{head}</tr>{body}</table>{notes_html}</div>"

@@ -21,6 +21,7 @@ from lab.errors import ConfigError, CostlabError, TraceError
 from lab.scenario import Arrivals
 from lab.traces import shipped_trace_path
 from lab.traffic import arrival_times
+from lab.twin.fitting import _weighted_quantile
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_azure_twin_is_a_scenario_that_runs(azure_validation):
     # a scenario TOML written from the twin reads back into the same traffic
     import tomllib
 
-    from lab.tomlwrite import dumps
+    from lab.twin import scenario_toml as dumps
 
     again = lab.scenario_from_dict(tomllib.loads(dumps(cal.scenario_dict, header=cal.story())))
     assert again.traffic == cal.scenario.traffic and again.providers == cal.scenario.providers
@@ -140,7 +141,7 @@ def test_token_fit_falls_back_to_empirical_that_keeps_percentiles():
     assert dist["dist"] == "empirical", note
     values, weights = np.array(dist["values"], float), np.array(dist["weights"])
     for q in (50, 90, 99):
-        got = twin._weighted_quantile(values, weights, q / 100)
+        got = _weighted_quantile(values, weights, q / 100)
         assert got == pytest.approx(np.percentile(x, q), rel=0.02)
 
 
@@ -156,7 +157,7 @@ def test_dispersion_index_of_known_counts():
 def test_ledger_and_result_sources_use_the_served_model():
     s = make_scenario(requests=600, traffic={"arrivals": {"process": "poisson", "rate_per_s": 5.0},
                                              "prompts": {"catalog": 50}})
-    result = lab.simulate(s.replace(pipeline=twin._pipeline([{"stage": "cache"}], "c")), seed=0, progress=False)
+    result = lab.simulate(s.replace(pipeline=twin.policy_pipeline([{"stage": "cache"}], "c")), seed=0, progress=False)
     cal = twin.fit(result)
     prov = cal.scenario.providers[0]
     assert (prov.name, prov.model) == ("openai", "gpt-4o-mini")

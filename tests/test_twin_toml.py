@@ -1,4 +1,4 @@
-"""The TOML writer (lab/tomlwrite.py): what it writes, tomllib reads back unchanged.
+"""The scenario TOML writer (lab/twin/scenario_file.py, on tomli-w): what it writes, tomllib reads back unchanged.
 
 The expected values are the inputs themselves (a round trip) and the TOML 1.0 spec's rules
 for strings, keys and tables; tomllib is the reference reader.
@@ -12,7 +12,7 @@ import tomllib
 import pytest
 
 import lab
-from lab.tomlwrite import dumps
+from lab.twin import scenario_toml as dumps
 
 
 def roundtrip(data, header=""):

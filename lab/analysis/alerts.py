@@ -19,7 +19,7 @@ request is not an SLA breach. Spend is counted when a request completes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -221,8 +221,6 @@ def evaluate_alerts(ledger, rules: AlertRules | None = None, **overrides) -> pd.
             sla = ledger.scenario.sla.p95_ms
         rules = AlertRules(sla_ms=sla, **overrides)
     elif overrides:
-        from dataclasses import replace
-
         rules = replace(rules, **overrides)
     if not len(led):
         return pd.DataFrame(columns=COLUMNS)

@@ -20,11 +20,14 @@ So savings by strategy always add up to the total saving (`sum(baseline) - sum(c
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 import pandas as pd
 
 from lab.analysis.frame import as_ledger, served_mask, stage_columns
 from lab.errors import ConfigError
+from lab.pricing import model_prices
 
 NOT_SERVED = "not served"
 OTHER = "other"
@@ -72,8 +75,6 @@ def savings_usd(ledger) -> np.ndarray:
 
 def _uncached_cost_usd(ledger: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     """What `rows` would cost on their served model with no prompt caching (genai-prices)."""
-    from lab.pricing import model_prices
-
     out = ledger["cost_usd"].to_numpy(np.float64)[rows].copy()
     sub = ledger.iloc[rows]
     for (provider, model), idx in sub.groupby(["provider", "model"], observed=True).indices.items():
@@ -221,8 +222,6 @@ def attribute(ledger, by="tenant", teams: dict[str, str] | None = None) -> pd.Da
         elif k in ledger.columns:
             groups.append(ledger[k].rename(k))
         else:
-            import difflib
-
             hint = difflib.get_close_matches(k, list(ledger.columns) + list(DERIVED_KEYS), n=1)
             raise ConfigError(f"by: unknown column {k!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                               + f"; expected a ledger column or one of {', '.join(DERIVED_KEYS)}")

@@ -16,7 +16,6 @@ later runs can be compared with them.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -28,10 +27,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lab import fmt
+from lab.analysis.attribution import savings_by_strategy
 from lab.analysis.frame import as_ledger, served_mask
-from lab.analysis.stats import Difference, paired_difference, welch_difference
+from lab.analysis.stats import Difference, mean_ci, paired_difference, welch_difference
 from lab.errors import ConfigError
 from lab.files import write_json_atomic
+from lab.ledger import build_ledger
+from lab.loader import load_scenario
+from lab.runs import iter_runs, seed_list
 
 #: metric -> (label, unit, higher_is_better)
 METRICS = {
@@ -92,8 +96,6 @@ def run_metrics(ledger, sla_ms: float | None = None) -> dict:
 
 def baseline_ledger(result) -> pd.DataFrame:
     """The ledger of a Result's no-optimization baseline run (same requests, no stages)."""
-    from lab.ledger import build_ledger
-
     return build_ledger(result.requests, result.baseline, result.baseline,
                         [p.name for p in result.providers], [p.model for p in result.providers], [])
 
@@ -148,8 +150,6 @@ class Comparison:
 
     def _relative(self, metric: str, d: Difference, base_mean: float) -> tuple[float, float, float]:
         """Change in % of the baseline: per seed when paired (its own t interval), else of the means."""
-        from lab.analysis.stats import mean_ci
-
         if self.paired and all(s[metric] for s in self.baseline):
             by_seed = {s["seed"]: s[metric] for s in self.candidate}
             pct = [100.0 * (by_seed[s["seed"]] - s[metric]) / abs(s[metric]) for s in self.baseline]
@@ -199,30 +199,19 @@ class Comparison:
 
     def _repr_html_(self) -> str:
         t = self.table()
-        head = (f"<p><b>{html.escape(self.candidate_name)}</b> vs <b>{html.escape(self.baseline_name)}</b> · "
+        text, num = fmt.html_text, fmt.number
+        head = (f"<p><b>{text(self.candidate_name)}</b> vs <b>{text(self.baseline_name)}</b> · "
                 f"{len(self.baseline)} vs {len(self.candidate)} sample(s)"
                 f"{' · paired by seed' if self.paired else ''} · {int(self.level * 100)} % CI</p>")
         rows = []
         for _, r in t.iterrows():
-            ci = ("" if not np.isfinite(r["ci_low"]) else
-                  f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]")
+            ci = "" if not np.isfinite(r["ci_low"]) else f"[{num(r['ci_low'])}, {num(r['ci_high'])}]"
             sig = {True: "yes", False: "no", None: "n/a"}[r["significant"]]
-            rows.append(f"<tr><td>{html.escape(r['label'])} ({r['unit']})</td><td>{_num(r['baseline'])}</td>"
-                        f"<td>{_num(r['candidate'])}</td><td>{_num(r['change'])}</td>"
+            rows.append(f"<tr><td>{text(r['label'])} ({text(r['unit'])})</td><td>{num(r['baseline'])}</td>"
+                        f"<td>{num(r['candidate'])}</td><td>{num(r['change'])}</td>"
                         f"<td>{r['change_pct']:+.1f} %</td><td>{ci}</td><td>{sig}</td></tr>")
         return (f"<div>{head}<table><tr><th>metric</th><th>baseline</th><th>candidate</th><th>change</th>"
                 f"<th>change %</th><th>CI of change</th><th>significant</th></tr>{''.join(rows)}</table></div>")
-
-
-def _num(x: float) -> str:
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    a = abs(x)
-    if a >= 1000:
-        return f"{x:,.0f}"
-    if a >= 1:
-        return f"{x:,.2f}"
-    return f"{x:.4g}"
 
 
 def compare(baseline, candidate, sla_ms: float | None = None, *, baseline_name: str = "baseline",
@@ -251,8 +240,6 @@ class SeedRuns:
 
     def strategy_table(self, level: float = 0.95) -> pd.DataFrame:
         """Mean saving per strategy across seeds with its t interval."""
-        from lab.analysis.stats import mean_ci
-
         frame = pd.DataFrame(self.savings_by_strategy).fillna(0.0)
         frame = frame.loc[:, (frame != 0).any(axis=0)]
         rows = {}
@@ -263,8 +250,6 @@ class SeedRuns:
 
     def monthly_cost_usd(self, level: float = 0.95, baseline: bool = False) -> tuple[float, float, float]:
         """Run-rate cost per 30 days (mean, CI low, CI high) across seeds."""
-        from lab.analysis.stats import mean_ci
-
         samples = self.baseline_samples if baseline else self.run_samples
         per_month = [s["cost_usd"] / max(t, 1e-9) * 30 * 86400 for s, t in zip(samples, self.simulated_s)]
         return mean_ci(per_month, level)
@@ -274,9 +259,7 @@ class SeedRuns:
 
 
 def _scenario(scenario):
-    import lab
-
-    return lab.load_scenario(scenario) if isinstance(scenario, (str, os.PathLike)) else scenario
+    return load_scenario(scenario) if isinstance(scenario, (str, os.PathLike)) else scenario
 
 
 def run_seeds(scenario, seeds=range(5), requests: int | None = None, *, progress: bool | None = None,
@@ -284,23 +267,14 @@ def run_seeds(scenario, seeds=range(5), requests: int | None = None, *, progress
     """Simulate `scenario` on each seed; keep per-seed metrics (not ledgers, to spare memory).
 
     `keep_first`, if a list, receives the first seed's Result (so a report can draw from it).
+    Progress is shown for more than three seeds unless `progress` says otherwise.
     """
-    import lab
-    from lab.analysis.attribution import savings_by_strategy
-
     sc = _scenario(scenario)
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ConfigError("seeds: give at least one seed")
+    seeds = seed_list(seeds)
     sla_ms = sc.sla.p95_ms
     runs, bases, strategies, spans = [], [], [], []
-    iterator = seeds
-    if progress or (progress is None and len(seeds) > 3):
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(seeds, desc=f"costlab seeds {sc.name}", leave=False)
-    for k, seed in enumerate(iterator):
-        result = lab.simulate(sc, seed=seed, requests=requests, progress=False)
+    show = len(seeds) > 3 if progress is None else progress
+    for k, (seed, result) in enumerate(iter_runs(sc, seeds, requests, progress=show)):
         runs.append({**run_metrics(result.ledger, sla_ms), "seed": seed})
         bases.append({**run_metrics(baseline_ledger(result), sla_ms), "seed": seed})
         strategies.append(savings_by_strategy(result.ledger)["saved_usd"].to_dict())

@@ -17,7 +17,6 @@ with the spread of the seasonal differences widening as sqrt(k) over k seasons a
 
 from __future__ import annotations
 
-import html
 import itertools
 import math
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from lab import fmt
 from lab.analysis.frame import cost_series
 from lab.errors import ConfigError
 
@@ -59,8 +59,9 @@ class Forecast:
     def _repr_html_(self) -> str:
         mean, lo, hi = self.total()
         p = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
-        return (f"<p>{html.escape(self.method)} ({html.escape(p)}): {len(self.mean)} buckets ahead, "
-                f"total {mean:,.4f} [{lo:,.4f}, {hi:,.4f}] at {int(self.level * 100)} %</p>"
+        return (f"<p>{fmt.html_text(self.method)} ({fmt.html_text(p)}): {len(self.mean)} buckets ahead, "
+                f"total {fmt.html_text(fmt.usd(mean))} [{fmt.html_text(fmt.usd(lo))}, {fmt.html_text(fmt.usd(hi))}] "
+                f"at {int(self.level * 100)} %</p>"
                 + self.to_frame().to_html(index=False, max_rows=20))
 
 

@@ -127,14 +127,3 @@ def served_mask(ledger: pd.DataFrame) -> np.ndarray:
         mask = mask & (ledger["provider"].astype(str) != "none").to_numpy()
     return mask
 
-
-def fmt_usd(x: float) -> str:
-    """Dollars with precision that suits the size: $1,234, $12.35, $0.0123."""
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    a = abs(x)
-    if a >= 1000:
-        return f"${x:,.0f}"
-    if a >= 1:
-        return f"${x:,.2f}"
-    return f"${x:.4f}"

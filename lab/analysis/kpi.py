@@ -1,22 +1,11 @@
 """KPI designer: a name, a formula over ledger columns, a unit and warning/critical thresholds.
 
-Formulas are parsed by a small tokenizer and recursive-descent parser here and evaluated
-on numpy arrays; user text is never handed to Python's `eval`, so a formula can reach
-ledger columns and the functions below and nothing else. A bad formula raises `KPIError`
-naming the offending token and its column (1-based) in the formula.
-
-Grammar (lowest precedence first)::
-
-    formula    := or_expr
-    or_expr    := and_expr ("or" and_expr)*
-    and_expr   := not_expr ("and" not_expr)*
-    not_expr   := "not" not_expr | comparison
-    comparison := sum_expr (("==" | "!=" | "<" | "<=" | ">" | ">=") sum_expr)?
-    sum_expr   := product (("+" | "-") product)*
-    product    := unary (("*" | "/") unary)*
-    unary      := "-" unary | atom
-    atom       := NUMBER | STRING | COLUMN | NAME "(" args ")" | "(" or_expr ")"
-    args       := [or_expr ("where" or_expr)? ("," NUMBER)?]
+Formulas are read by Python's own tokenizer and parser (`tokenize`, `ast` in "eval" mode),
+then checked against a whitelist: numbers, quoted text, ledger columns, `+ - * /`, unary
+`-`, one comparison (`== != < <= > >=`), `and`/`or`/`not` and the functions below. Nothing
+else (attributes, subscripts, lambdas, keywords Python knows and formulas do not) gets
+through, and the tree is evaluated here on numpy arrays: user text is never run. A bad
+formula raises `KPIError` naming the offending token and its column (1-based).
 
 Aggregates turn per-request values into one number: `sum`, `mean` (`avg`), `min`, `max`,
 `median`, `p50`, `p90`, `p95`, `p99`, `percentile(x, q)`, `count()` (rows), `count(cond)`
@@ -28,21 +17,34 @@ Per-request expressions combine columns with `+ - * /`, comparisons, `and`/`or`/
     1000 * sum(cost_usd) / count()                  cost per 1k requests
     count(outcome == "cache_hit") / count()         cache hit rate
     1 - sum(cost_usd) / sum(baseline_cost_usd)      share of the bill saved
+
+Whitespace of any kind (line breaks too) reads as a space. A formula is at most
+`MAX_CHARS` characters and `MAX_DEPTH` levels deep, so no input can exhaust the parser.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
-import html
+import io
+import keyword
 import math
+import re
+import tokenize as pytokenize
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lab.analysis.frame import as_ledger, bucket_index, n_buckets_for, nice_bucket_s
-from lab.errors import CostlabError
+from lab.analysis.frame import as_ledger, bucket_index, horizon_s, n_buckets_for, nice_bucket_s
+from lab.errors import ConfigError, CostlabError
+from lab.fmt import html_text
 from lab.ledger import CONTRACT_COLUMNS, OUTCOMES
+
+MAX_CHARS = 1000
+MAX_DEPTH = 100          # nested parentheses, and levels of the syntax tree
 
 
 class KPIError(CostlabError):
@@ -85,73 +87,166 @@ class Token:
     value: object = None
 
 
-_OPS = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "(", ")", ",")
+_OPS = {"==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "(", ")", ","}
+_COMPARISONS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+_ARITHMETIC = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_HINTS = {"=": " (use '==' to compare)", "**": " (powers are not supported)",
+          **dict.fromkeys(("&", "|", "!"), " (use 'and', 'or', 'not')")}
+_SKIPPED = (pytokenize.NEWLINE, pytokenize.NL, pytokenize.ENDMARKER, pytokenize.INDENT, pytokenize.DEDENT)
+
+
+def _one_line(formula: str) -> str:
+    """The formula with every whitespace character as a space: one line, the same columns."""
+    return re.sub(r"\s", " ", formula)
 
 
 def tokenize(formula: str) -> list[Token]:
-    """Split a formula into tokens; an unknown character is an error at its column."""
-    tokens, i, n = [], 0, len(formula)
-    while i < n:
-        ch = formula[i]
-        if ch.isspace():
-            i += 1
+    """Split a formula into tokens (Python's tokenizer); an unknown character is an error at its column."""
+    if len(formula) > MAX_CHARS:
+        raise KPIError(formula, MAX_CHARS + 1, f"the formula is longer than {MAX_CHARS:,} characters")
+    raw = []
+    try:
+        raw.extend(t for t in pytokenize.generate_tokens(io.StringIO(_one_line(formula)).readline)
+                   if t.type not in _SKIPPED)
+    except pytokenize.TokenError:
+        pass                       # the input ends inside '(': `_check_order` names the '(' left open
+    tokens = []
+    for k, t in enumerate(raw):
+        col = t.start[1] + 1
+        if t.type == pytokenize.NAME:
+            tokens.append(Token("name", t.string, col))
+        elif t.type == pytokenize.NUMBER:
+            tokens.append(_number(formula, t.string, col, raw[k + 1] if k + 1 < len(raw) else None))
+        elif t.type == pytokenize.STRING:
+            if t.string[0] not in "'\"":
+                raise KPIError(formula, col, "quoted text takes no prefix (such as f, r or b)")
+            tokens.append(Token("str", t.string, col, t.string[1:-1]))
+        elif t.type == pytokenize.OP and t.string in _OPS:
+            tokens.append(Token("op", t.string, col))
+        elif t.string.isspace():
             continue
-        col = i + 1
-        if ch.isdigit() or (ch == "." and i + 1 < n and formula[i + 1].isdigit()):
-            j = i
-            while j < n and (formula[j].isdigit() or formula[j] == "."):
-                j += 1
-            if j < n and formula[j] in "eE":
-                k = j + 1
-                if k < n and formula[k] in "+-":
-                    k += 1
-                if k < n and formula[k].isdigit():
-                    j = k
-                    while j < n and formula[j].isdigit():
-                        j += 1
-            text = formula[i:j]
-            try:
-                value = float(text)
-            except ValueError:
-                raise KPIError(formula, col, f"malformed number {text!r}") from None
-            if j < n and (formula[j].isalpha() or formula[j] == "_"):
-                raise KPIError(formula, j + 1, f"unexpected {formula[j]!r} right after the number {text}")
-            tokens.append(Token("num", text, col, value))
-            i = j
-        elif ch.isalpha() or ch == "_":
-            j = i
-            while j < n and (formula[j].isalnum() or formula[j] == "_"):
-                j += 1
-            tokens.append(Token("name", formula[i:j], col))
-            i = j
-        elif ch in "'\"":
-            j = formula.find(ch, i + 1)
-            if j < 0:
-                raise KPIError(formula, col, "string is never closed")
-            tokens.append(Token("str", formula[i:j + 1], col, formula[i + 1:j]))
-            i = j + 1
+        elif t.string in "'\"":
+            raise KPIError(formula, col, "string is never closed")
         else:
-            for op in _OPS:
-                if formula.startswith(op, i):
-                    tokens.append(Token("op", op, col))
-                    i += len(op)
-                    break
-            else:
-                hint = " (use '==' to compare)" if ch == "=" else ""
-                hint = hint or (" (use 'and', 'or', 'not')" if ch in "&|!" else "")
-                raise KPIError(formula, col, f"unexpected character {ch!r}{hint}")
-    tokens.append(Token("end", "", n + 1))
+            what = "character " if len(t.string) == 1 else ""
+            raise KPIError(formula, col, f"unexpected {what}{t.string!r}{_HINTS.get(t.string, '')}")
+    tokens.append(Token("end", "", len(formula) + 1))
     return tokens
+
+
+def _number(formula: str, text: str, col: int, following) -> Token:
+    if not _NUMBER.fullmatch(text):
+        raise KPIError(formula, col, f"malformed number {text!r}")
+    if following is not None and following.type == pytokenize.NAME and following.start[1] == col - 1 + len(text):
+        raise KPIError(formula, following.start[1] + 1,
+                       f"unexpected {following.string[0]!r} right after the number {text}")
+    value = float(text)
+    if not math.isfinite(value):
+        raise KPIError(formula, col, f"the number {text} is too large")
+    return Token("num", text, col, value)
+
+
+def _describe(tok: Token) -> str:
+    return "the end of the formula" if tok.kind == "end" else repr(tok.text)
+
+
+def _check_order(formula: str, tokens: list[Token]) -> None:
+    """Values and operators alternate and parentheses pair up; an error points where the order breaks.
+
+    Python's parser would refuse the same formulas, but its messages point at the start of the
+    expression; this walk names the token that is out of place.
+    """
+    def fail(tok: Token, message: str):
+        raise KPIError(formula, tok.col, message)
+
+    want_value = True
+    opens: list[tuple[Token, Token | None]] = []        # each open '(' and the function name before it
+    prev: Token | None = None
+    for tok in tokens:
+        if want_value:
+            if tok.kind in ("num", "str"):
+                want_value = False
+            elif tok.kind == "name":
+                if tok.text in KEYWORDS and tok.text != "not":
+                    fail(tok, f"'{tok.text}' is a keyword and needs something before it")
+                if keyword.iskeyword(tok.text) and tok.text not in ("not", "True", "False", "None"):
+                    fail(tok, f"{tok.text!r} is Python, not a column or function of a formula")
+                want_value = tok.text == "not"
+            elif tok.text == "(":
+                opens.append((tok, None))
+            elif tok.text == "+":
+                fail(tok, "a leading '+' is not needed; remove it")
+            elif tok.text == ")" and prev is not None and prev.kind == "op" and prev.text == "(":
+                if opens[-1][1] is None:
+                    fail(tok, "empty parentheses")
+                opens.pop()                              # a call with no arguments: count()
+                want_value = False
+            elif tok.kind == "end":
+                fail(tok, "the formula is empty" if prev is None else "the formula ends where a value was expected")
+            elif tok.text != "-":
+                fail(tok, f"expected a value (number, column, function), found {_describe(tok)}")
+        elif tok.text == "(" and tok.kind == "op" and prev.kind == "name":
+            opens.append((tok, prev))                   # a call
+            want_value = True
+        elif tok.text == ")" and tok.kind == "op":
+            if not opens:
+                fail(tok, "unexpected ')' with no matching '('")
+            opens.pop()
+        elif tok.kind == "end":
+            if opens:
+                open_tok, name = opens[-1]
+                what = f"{name.text}(" if name else "the '('"
+                fail(tok, f"expected ')' to close {what} at column {open_tok.col}, found the end of the formula")
+        elif tok.kind == "op" or tok.text in ("and", "or", "where"):
+            in_call = bool(opens) and opens[-1][1] is not None
+            if tok.text == "," and not in_call:
+                fail(tok, "',' separates a function's arguments, e.g. percentile(latency_ms, 95)")
+            if tok.text == "where" and not in_call:
+                fail(tok, "'where' goes inside an aggregate's parentheses, e.g. sum(cost_usd where tenant == \"a\")")
+            want_value = True
+        else:
+            fail(tok, f"unexpected {_describe(tok)} after a complete expression "
+                      "(missing an operator such as + or *?)")
+        if len(opens) > MAX_DEPTH:
+            fail(tok, f"more than {MAX_DEPTH} nested parentheses")
+        prev = tok
+
+
+# `ast.parse` is `compile(..., PyCF_ONLY_AST)`: it builds the syntax tree and runs nothing. Bound
+# here once, so reading a formula never looks up a code-running builtin by name.
+_compile = compile
+
+
+def _python_tree(formula: str, tokens: list[Token]) -> tuple[ast.expr, str]:
+    """Python's syntax tree of a checked formula and the text it was parsed from.
+
+    The text is the formula in parentheses (so leading spaces are no indent), which puts
+    column k of the formula at index k of the text. `where` is not Python: each one becomes
+    `,   *` (as wide, so every column stays), which Python reads as a starred argument of the
+    call; `_Tree` takes it back as the condition.
+    """
+    source = list(f"({_one_line(formula)})")
+    for tok in tokens:
+        if tok.kind == "name" and tok.text == "where":
+            source[tok.col:tok.col + 5] = ",   *"
+    text = "".join(source)
+    try:
+        tree = _compile(text, "<formula>", "eval", ast.PyCF_ONLY_AST)
+    except SyntaxError as exc:                   # what `_check_order` lets through Python still refuses
+        raise KPIError(formula, max(1, (exc.offset or 2) - 1), f"cannot read the formula here ({exc.msg})") from None
+    return tree.body, text
 
 
 # --------------------------------------------------------------------------- syntax tree
 # Each node knows its `scope` ("row": one value per request, "scalar": one per bucket) and
-# `kind` ("num", "bool", "text"), checked while parsing so errors point at the right token.
+# `kind` ("num", "bool", "text"), checked while building so errors point at the right token.
 
 
 @dataclass
 class Node:
-    token: Token
+    col: int         # 1-based column in the formula (an operator's own column for a binary node)
+    text: str        # the token: a column name, a quoted value, an operator, a function name
     scope: str
     kind: str
 
@@ -194,270 +289,244 @@ class Aggregate(Node):
     agg_id: int = 0
 
 
-class _Parser:
-    """Recursive descent over the token list; each method parses one grammar rule."""
+def _children(node: Node):
+    for name in ("operand", "left", "right", "arg", "where"):
+        child = getattr(node, name, None)
+        if isinstance(child, Node):
+            yield child
 
-    def __init__(self, formula: str, columns: dict[str, str]):
-        self.formula, self.columns = formula, columns
-        self.tokens = tokenize(formula)
-        self.pos = 0
-        self.aggregates: list[Aggregate] = []
-        self.in_aggregate: Token | None = None
 
-    # -- helpers
-    def peek(self) -> Token:
-        return self.tokens[self.pos]
-
-    def take(self) -> Token:
-        tok = self.tokens[self.pos]
-        self.pos += 1
-        return tok
-
-    def fail(self, tok: Token, message: str):
-        raise KPIError(self.formula, tok.col, message)
-
-    def describe(self, tok: Token) -> str:
-        return "the end of the formula" if tok.kind == "end" else repr(tok.text)
-
-    def expect(self, op: str, context: str) -> Token:
-        tok = self.peek()
-        if tok.kind == "op" and tok.text == op:
-            return self.take()
-        self.fail(tok, f"expected {op!r} {context}, found {self.describe(tok)}")
-
-    def is_op(self, *ops: str) -> bool:
-        tok = self.peek()
-        return tok.kind == "op" and tok.text in ops
-
-    def is_word(self, word: str) -> bool:
-        tok = self.peek()
-        return tok.kind == "name" and tok.text == word
-
-    # -- rules
-    def formula_(self) -> Node:
-        if self.peek().kind == "end":
-            self.fail(self.peek(), "the formula is empty")
-        node = self.or_expr()
-        tok = self.peek()
-        if tok.kind != "end":
-            if tok.text == ")":
-                self.fail(tok, "unexpected ')' with no matching '('")
-            self.fail(tok, f"unexpected {self.describe(tok)} after a complete expression "
-                           "(missing an operator such as + or *?)")
-        if node.scope == "row":
-            self.fail(_first_column(node).token,
-                      f"{_first_column(node).name} is a per-request column: wrap it in an aggregate, "
-                      f"e.g. sum({_first_column(node).name}) or mean({_first_column(node).name})")
-        if node.kind != "num":
-            self.fail(node.token, "the formula must give a number, not a true/false condition "
-                                  "(wrap a condition in share(...) or count(...))")
-        return node
-
-    def or_expr(self) -> Node:
-        node = self.and_expr()
-        while self.is_word("or"):
-            tok = self.take()
-            node = self.logic(tok, "or", node, self.and_expr())
-        return node
-
-    def and_expr(self) -> Node:
-        node = self.not_expr()
-        while self.is_word("and"):
-            tok = self.take()
-            node = self.logic(tok, "and", node, self.not_expr())
-        return node
-
-    def not_expr(self) -> Node:
-        if self.is_word("not"):
-            tok = self.take()
-            operand = self.not_expr()
-            if operand.kind != "bool":
-                self.fail(operand.token, "'not' needs a condition such as outcome == \"ok\"")
-            return Unary(tok, operand.scope, "bool", "not", operand)
-        return self.comparison()
-
-    def logic(self, tok: Token, op: str, left: Node, right: Node) -> Node:
-        for side in (left, right):
-            if side.kind != "bool":
-                self.fail(side.token, f"'{op}' joins conditions; this is not one")
-        return Binary(tok, _scope(left, right), "bool", op, left, right)
-
-    def comparison(self) -> Node:
-        left = self.sum_expr()
-        if self.is_op("==", "!=", "<", "<=", ">", ">="):
-            tok = self.take()
-            right = self.sum_expr()
-            self.check_comparison(tok, left, right)
-            if self.is_op("==", "!=", "<", "<=", ">", ">="):
-                self.fail(self.peek(), "comparisons cannot be chained; join them with 'and'")
-            return Binary(tok, _scope(left, right), "bool", tok.text, left, right)
-        return left
-
-    def check_comparison(self, tok: Token, left: Node, right: Node) -> None:
-        if (left.kind == "text") != (right.kind == "text"):
-            text_side = left if left.kind == "text" else right
-            self.fail(text_side.token, f"cannot compare text {text_side.token.text} with a number")
-        if left.kind == "text":
-            if tok.text not in ("==", "!="):
-                self.fail(tok, f"text can only be compared with '==' or '!=', not {tok.text!r}")
-            col = left if isinstance(left, Column) else right if isinstance(right, Column) else None
-            const = right if isinstance(right, Const) else left if isinstance(left, Const) else None
-            if col is None or const is None:
-                self.fail(tok, "compare a text column with a quoted value, e.g. outcome == \"cache_hit\"")
-            allowed = KNOWN_VALUES.get(col.name)
-            if allowed and const.value not in allowed:
-                hint = difflib.get_close_matches(str(const.value), allowed, n=1)
-                self.fail(const.token, f"{col.name} is never {const.token.text}"
-                          + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                          + f"; its values are {', '.join(allowed)}")
-
-    def sum_expr(self) -> Node:
-        node = self.product()
-        while self.is_op("+", "-"):
-            tok = self.take()
-            node = self.arith(tok, node, self.product())
-        return node
-
-    def product(self) -> Node:
-        node = self.unary()
-        while self.is_op("*", "/"):
-            tok = self.take()
-            node = self.arith(tok, node, self.unary())
-        return node
-
-    def arith(self, tok: Token, left: Node, right: Node) -> Node:
-        for side in (left, right):
-            if side.kind == "text":
-                self.fail(side.token, f"{side.token.text} is text; arithmetic needs numbers")
-        return Binary(tok, _scope(left, right), "num", tok.text, left, right)
-
-    def unary(self) -> Node:
-        if self.is_op("-"):
-            tok = self.take()
-            operand = self.unary()
-            if operand.kind == "text":
-                self.fail(operand.token, "cannot negate text")
-            return Unary(tok, operand.scope, "num", "-", operand)
-        if self.is_op("+"):
-            self.fail(self.peek(), "a leading '+' is not needed; remove it")
-        return self.atom()
-
-    def atom(self) -> Node:
-        tok = self.peek()
-        if tok.kind == "num":
-            self.take()
-            return Const(tok, "scalar", "num", tok.value)
-        if tok.kind == "str":
-            self.take()
-            return Const(tok, "scalar", "text", tok.value)
-        if tok.kind == "op" and tok.text == "(":
-            self.take()
-            if self.is_op(")"):
-                self.fail(self.peek(), "empty parentheses")
-            node = self.or_expr()
-            self.expect(")", f"to close the '(' at column {tok.col}")
-            return node
-        if tok.kind == "name":
-            self.take()
-            if self.is_op("("):
-                return self.call(tok)
-            return self.column(tok)
-        if tok.kind == "end":
-            self.fail(tok, "the formula ends where a value was expected")
-        self.fail(tok, f"expected a value (number, column, function), found {self.describe(tok)}")
-
-    def column(self, tok: Token) -> Node:
-        name = tok.text
-        if name in KEYWORDS:
-            self.fail(tok, f"'{name}' is a keyword and needs something before it")
-        if name in AGGREGATES or name in ROW_FUNCTIONS:
-            self.fail(tok, f"{name} is a function: write {name}(...)")
-        if name in ("true", "false", "True", "False"):
-            return Const(tok, "scalar", "bool", name.lower() == "true")
-        kind = self.columns.get(name) or ("bool" if name.startswith("stage_") and name.isidentifier()
-                                          and not name.startswith("__") else None)
-        if kind is None:
-            hint = difflib.get_close_matches(name, list(self.columns), n=1)
-            self.fail(tok, f"unknown column {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                      + "; formulas can use ledger columns and the functions in lab.analysis.kpi")
-        return Column(tok, "row", kind, name)
-
-    def call(self, name_tok: Token) -> Node:
-        name = name_tok.text
-        open_tok = self.expect("(", "after the function name")
-        if name in ROW_FUNCTIONS:
-            arg = self.or_expr()
-            if arg.kind != "num":
-                self.fail(arg.token, f"{name}() needs a number")
-            self.expect(")", f"to close {name}( at column {open_tok.col}")
-            return RowCall(name_tok, arg.scope, "num", name, arg)
-        if name not in AGGREGATES:
-            hint = difflib.get_close_matches(name, sorted(AGGREGATES | ROW_FUNCTIONS), n=1)
-            self.fail(name_tok, f"unknown function {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                      + f"; known: {', '.join(sorted(AGGREGATES | ROW_FUNCTIONS))}")
-        if self.in_aggregate is not None:
-            self.fail(name_tok, f"aggregates cannot be nested: {name}() inside "
-                                f"{self.in_aggregate.text}() at column {self.in_aggregate.col}")
-        self.in_aggregate = name_tok
-        try:
-            return self.aggregate(name_tok, open_tok)
-        finally:
-            self.in_aggregate = None
-
-    def aggregate(self, name_tok: Token, open_tok: Token) -> Aggregate:
-        name = name_tok.text
-        arg = where = None
-        q = None
-        if not self.is_op(")"):
-            arg = self.or_expr()
-            if self.is_word("where"):
-                self.take()
-                where = self.or_expr()
-                if where.kind != "bool":
-                    self.fail(where.token, "'where' needs a condition such as outcome == \"ok\"")
-            if self.is_op(","):
-                comma = self.take()
-                if name != "percentile":
-                    self.fail(comma, f"{name}() takes one argument")
-                q_tok = self.peek()
-                if q_tok.kind != "num":
-                    self.fail(q_tok, "percentile(x, q) needs a number q between 0 and 100")
-                self.take()
-                q = float(q_tok.value)
-                if not 0.0 <= q <= 100.0:
-                    self.fail(q_tok, f"percentile q must be between 0 and 100, got {q_tok.text}")
-        close = self.expect(")", f"to close {name}( at column {open_tok.col}")
-        if name == "percentile" and q is None:
-            self.fail(close, "percentile(x, q) needs a second argument q, e.g. percentile(latency_ms, 95)")
-        if arg is None and name != "count":
-            self.fail(close, f"{name}() needs an argument, e.g. {name}(cost_usd)")
-        if arg is not None:
-            if arg.kind == "text" and name not in ("count", "distinct"):
-                self.fail(arg.token, f"{arg.token.text} is text: {name}() needs numbers "
-                                     f"(compare it instead, e.g. share({arg.token.text} == \"...\"))")
-            if name in ("share", "rate") and arg.kind != "bool":
-                self.fail(arg.token, f"{name}() needs a condition, e.g. {name}(outcome == \"cache_hit\")")
-            if arg.scope == "scalar" and not (name == "count" and arg.kind == "bool"):
-                self.fail(arg.token, f"{name}() aggregates per-request values; its argument uses no column")
-        node = Aggregate(name_tok, "scalar", "num", name, arg, where, q, len(self.aggregates))
-        self.aggregates.append(node)
-        return node
+def _walk(node: Node):
+    yield node
+    for child in _children(node):
+        yield from _walk(child)
 
 
 def _scope(a: Node, b: Node) -> str:
     return "row" if "row" in (a.scope, b.scope) else "scalar"
 
 
-def _first_column(node: Node) -> Column | None:
-    if isinstance(node, Column):
+class _Tree:
+    """Turns Python's syntax tree of a formula into KPI nodes, refusing every node type not whitelisted."""
+
+    def __init__(self, formula: str, columns: dict[str, str]):
+        self.formula, self.columns = formula, columns
+        self.tokens = tokenize(formula)
+        _check_order(formula, self.tokens)
+        body, self.source = _python_tree(formula, self.tokens)
+        self._check_depth(body)
+        self.aggregates: list[Aggregate] = []
+        self.in_aggregate: Node | None = None
+        self.root = self.formula_(body)
+
+    # -- positions
+    def fail(self, col: int, message: str):
+        raise KPIError(self.formula, col, message)
+
+    def col(self, node: ast.AST, end: bool = False) -> int:
+        """Column of a node's first character (`end`: of its last), from Python's byte offsets."""
+        offset = node.end_col_offset - 1 if end else node.col_offset
+        return len(self.source.encode()[:offset].decode("utf-8", "ignore"))
+
+    def segment(self, node: ast.AST) -> str:
+        return self.source[self.col(node):self.col(node, end=True) + 1]
+
+    def op_between(self, left: ast.AST, right: ast.AST) -> Token:
+        """The operator token between two operands (ast keeps no position for operators)."""
+        lo, hi = self.col(left, end=True), self.col(right)
+        return next(t for t in self.tokens if lo < t.col < hi and t.kind in ("op", "name") and t.text not in "()")
+
+    def _check_depth(self, body: ast.AST) -> None:
+        stack = [(body, 1)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                self.fail(self.col(node), f"the formula nests more than {MAX_DEPTH} levels deep")
+            stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr))
+
+    # -- the whole formula
+    def formula_(self, body: ast.expr) -> Node:
+        node = self.build(body)
+        if node.scope == "row":
+            col = next(n for n in _walk(node) if isinstance(n, Column))
+            self.fail(col.col, f"{col.name} is a per-request column: wrap it in an aggregate, "
+                               f"e.g. sum({col.name}) or mean({col.name})")
+        if node.kind != "num":
+            self.fail(node.col, "the formula must give a number, not a true/false condition "
+                                "(wrap a condition in share(...) or count(...))")
         return node
-    for child in (getattr(node, "operand", None), getattr(node, "left", None), getattr(node, "right", None),
-                  getattr(node, "arg", None)):
-        if isinstance(child, Node):
-            found = _first_column(child)
-            if found is not None:
-                return found
-    return None
+
+    def build(self, node: ast.expr) -> Node:
+        """The KPI node for one whitelisted Python node; anything else is an error at its column."""
+        if isinstance(node, ast.Constant):
+            return self.constant(node)
+        if isinstance(node, ast.Name):
+            return self.name(node)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.Not):
+            return self.unary(node)
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+            return self.arith(node)
+        if isinstance(node, ast.BoolOp):
+            return self.logic(node)
+        if isinstance(node, ast.Compare) and all(type(op) in _COMPARISONS for op in node.ops):
+            return self.comparison(node)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+            return self.call(node)
+        self.fail(self.col(node), f"{self.segment(node)!r} is not something a formula can contain")
+
+    # -- leaves
+    def constant(self, node: ast.Constant) -> Node:
+        value, text, col = node.value, self.segment(node), self.col(node)
+        if isinstance(value, bool):
+            return Const(col, text, "scalar", "bool", value)
+        if isinstance(value, str):
+            return Const(col, text, "scalar", "text", value)
+        if isinstance(value, int | float):
+            return Const(col, text, "scalar", "num", float(value))
+        return self.column_named(col, text)              # None
+
+    def name(self, node: ast.Name) -> Node:
+        if node.id in ("true", "false"):
+            return Const(self.col(node), node.id, "scalar", "bool", node.id == "true")
+        return self.column_named(self.col(node), node.id)
+
+    def column_named(self, col: int, name: str) -> Node:
+        if name in AGGREGATES or name in ROW_FUNCTIONS:
+            self.fail(col, f"{name} is a function: write {name}(...)")
+        kind = self.columns.get(name) or ("bool" if name.startswith("stage_") and name.isidentifier()
+                                          and not name.startswith("__") else None)
+        if kind is None:
+            hint = difflib.get_close_matches(name, list(self.columns), n=1)
+            self.fail(col, f"unknown column {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                      + "; formulas can use ledger columns and the functions in lab.analysis.kpi")
+        return Column(col, name, "row", kind, name)
+
+    # -- operators
+    def unary(self, node: ast.UnaryOp) -> Node:
+        operand = self.build(node.operand)
+        col = self.col(node)
+        if isinstance(node.op, ast.Not):
+            if operand.kind != "bool":
+                self.fail(operand.col, "'not' needs a condition such as outcome == \"ok\"")
+            return Unary(col, "not", operand.scope, "bool", "not", operand)
+        if operand.kind == "text":
+            self.fail(operand.col, "cannot negate text")
+        return Unary(col, "-", operand.scope, "num", "-", operand)
+
+    def arith(self, node: ast.BinOp) -> Node:
+        left, right = self.build(node.left), self.build(node.right)
+        for side in (left, right):
+            if side.kind == "text":
+                self.fail(side.col, f"{side.text} is text; arithmetic needs numbers")
+        op = self.op_between(node.left, node.right)
+        return Binary(op.col, op.text, _scope(left, right), "num", _ARITHMETIC[type(node.op)], left, right)
+
+    def logic(self, node: ast.BoolOp) -> Node:
+        word = "and" if isinstance(node.op, ast.And) else "or"
+        sides = [self.build(v) for v in node.values]
+        out = sides[0]
+        for prev_ast, value_ast, side in zip(node.values, node.values[1:], sides[1:]):
+            for s in (out, side):
+                if s.kind != "bool":
+                    self.fail(s.col, f"'{word}' joins conditions; this is not one")
+            op = self.op_between(prev_ast, value_ast)
+            out = Binary(op.col, word, _scope(out, side), "bool", word, out, side)
+        return out
+
+    def comparison(self, node: ast.Compare) -> Node:
+        left, right = self.build(node.left), self.build(node.comparators[0])
+        op = self.op_between(node.left, node.comparators[0])
+        if len(node.ops) > 1:
+            self.fail(self.op_between(node.comparators[0], node.comparators[1]).col,
+                      "comparisons cannot be chained; join them with 'and'")
+        self.check_comparison(op, left, right)
+        return Binary(op.col, op.text, _scope(left, right), "bool", op.text, left, right)
+
+    def check_comparison(self, op: Token, left: Node, right: Node) -> None:
+        if (left.kind == "text") != (right.kind == "text"):
+            text_side = left if left.kind == "text" else right
+            self.fail(text_side.col, f"cannot compare text {text_side.text} with a number")
+        if left.kind == "text":
+            if op.text not in ("==", "!="):
+                self.fail(op.col, f"text can only be compared with '==' or '!=', not {op.text!r}")
+            col = left if isinstance(left, Column) else right if isinstance(right, Column) else None
+            const = right if isinstance(right, Const) else left if isinstance(left, Const) else None
+            if col is None or const is None:
+                self.fail(op.col, "compare a text column with a quoted value, e.g. outcome == \"cache_hit\"")
+            allowed = KNOWN_VALUES.get(col.name)
+            if allowed and const.value not in allowed:
+                hint = difflib.get_close_matches(str(const.value), allowed, n=1)
+                self.fail(const.col, f"{col.name} is never {const.text}"
+                          + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                          + f"; its values are {', '.join(allowed)}")
+
+    # -- functions
+    def call(self, node: ast.Call) -> Node:
+        name, col = node.func.id, self.col(node)
+        if name in ROW_FUNCTIONS:
+            if len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
+                self.fail(col, f"{name}() takes one argument, e.g. {name}(cost_usd - 2)")
+            arg = self.build(node.args[0])
+            if arg.kind != "num":
+                self.fail(arg.col, f"{name}() needs a number")
+            return RowCall(col, name, arg.scope, "num", name, arg)
+        if name not in AGGREGATES:
+            known = sorted(AGGREGATES | ROW_FUNCTIONS)
+            hint = difflib.get_close_matches(name, known, n=1)
+            self.fail(col, f"unknown function {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                      + f"; known: {', '.join(known)}")
+        if self.in_aggregate is not None:
+            self.fail(col, f"aggregates cannot be nested: {name}() inside "
+                           f"{self.in_aggregate.text}() at column {self.in_aggregate.col}")
+        self.in_aggregate = Node(col, name, "scalar", "num")
+        try:
+            return self.aggregate(node, name, col)
+        finally:
+            self.in_aggregate = None
+
+    def aggregate(self, node: ast.Call, name: str, col: int) -> Aggregate:
+        args = list(node.args)
+        starred = [a for a in args if isinstance(a, ast.Starred)]
+        if len(starred) > 1:
+            self.fail(self.col(starred[1]) - 4, f"{name}() takes one 'where'")
+        if starred and args.index(starred[0]) != 1:
+            self.fail(self.col(starred[0]) - 4, "'where' goes right after the aggregate's argument")
+        arg = self.build(args[0]) if args else None
+        where = None
+        if starred:
+            where = self.build(starred[0].value)
+            if where.kind != "bool":
+                self.fail(where.col, "'where' needs a condition such as outcome == \"ok\"")
+            args.remove(starred[0])
+        q = None
+        if len(args) > 1:
+            comma = self.op_between(args[0] if not starred else starred[0], args[1])
+            if name != "percentile":
+                self.fail(comma.col, f"{name}() takes one argument")
+            if len(args) > 2:
+                self.fail(self.op_between(args[1], args[2]).col, "percentile() takes two arguments: x and q")
+            q_node = args[1]
+            if not (isinstance(q_node, ast.Constant) and type(q_node.value) in (int, float)):
+                self.fail(self.col(q_node), "percentile(x, q) needs a number q between 0 and 100")
+            q = float(q_node.value)
+            if not 0.0 <= q <= 100.0:
+                self.fail(self.col(q_node), f"percentile q must be between 0 and 100, got {self.segment(q_node)}")
+        close = self.col(node, end=True)
+        if name == "percentile" and q is None:
+            self.fail(close, "percentile(x, q) needs a second argument q, e.g. percentile(latency_ms, 95)")
+        if arg is None and name != "count":
+            self.fail(close, f"{name}() needs an argument, e.g. {name}(cost_usd)")
+        if arg is not None:
+            if arg.kind == "text" and name not in ("count", "distinct"):
+                self.fail(arg.col, f"{arg.text} is text: {name}() needs numbers "
+                                   f"(compare it instead, e.g. share({arg.text} == \"...\"))")
+            if name in ("share", "rate") and arg.kind != "bool":
+                self.fail(arg.col, f"{name}() needs a condition, e.g. {name}(outcome == \"cache_hit\")")
+            if arg.scope == "scalar" and not (name == "count" and arg.kind == "bool"):
+                self.fail(arg.col, f"{name}() aggregates per-request values; its argument uses no column")
+        agg = Aggregate(col, name, "scalar", "num", name, arg, where, q, len(self.aggregates))
+        self.aggregates.append(agg)
+        return agg
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -470,22 +539,11 @@ class Formula:
         if not isinstance(text, str):
             raise KPIError(str(text), 1, "a formula is a string")
         self.text = text
-        parser = _Parser(text, {**COLUMN_KINDS, **(columns or {})})
-        self.tree = parser.formula_()
-        self.aggregates = parser.aggregates
+        tree = _Tree(text, {**COLUMN_KINDS, **(columns or {})})
+        self.tree, self.aggregates = tree.root, tree.aggregates
 
     def columns(self) -> set[str]:
-        out = set()
-
-        def walk(node):
-            if isinstance(node, Column):
-                out.add(node.name)
-            for child in (getattr(node, "operand", None), getattr(node, "left", None),
-                          getattr(node, "right", None), getattr(node, "arg", None), getattr(node, "where", None)):
-                if isinstance(child, Node):
-                    walk(child)
-        walk(self.tree)
-        return out
+        return {n.name for n in _walk(self.tree) if isinstance(n, Column)}
 
     def evaluate(self, ledger) -> float:
         """The formula's value over the whole ledger (NaN when it divides by zero: no data)."""
@@ -497,7 +555,7 @@ class Formula:
         missing = sorted(c for c in self.columns() if c not in ledger.columns)
         if missing:
             col = next(n for n in _walk(self.tree) if isinstance(n, Column) and n.name == missing[0])
-            raise KPIError(self.text, col.token.col, f"this ledger has no column {missing[0]!r}")
+            raise KPIError(self.text, col.col, f"this ledger has no column {missing[0]!r}")
         cache: dict[int, np.ndarray] = {}
         for agg in self.aggregates:
             cache[agg.agg_id] = _aggregate(agg, ledger, bounds)
@@ -509,14 +567,6 @@ class Formula:
 
     def __repr__(self) -> str:
         return f"Formula({self.text!r})"
-
-
-def _walk(node):
-    yield node
-    for child in (getattr(node, "operand", None), getattr(node, "left", None), getattr(node, "right", None),
-                  getattr(node, "arg", None), getattr(node, "where", None)):
-        if isinstance(child, Node):
-            yield from _walk(child)
 
 
 def _row(node: Node, ledger: pd.DataFrame):
@@ -673,8 +723,6 @@ class KPI:
         if len(t) > 1 and np.any(np.diff(t) < 0):
             led = led.sort_values("t_arrival_s", kind="stable")
             t = led["t_arrival_s"].to_numpy()
-        from lab.analysis.frame import horizon_s
-
         bucket_s = bucket_s or nice_bucket_s(horizon_s(led))
         n = n_buckets_for(led, bucket_s)
         idx = bucket_index(t, bucket_s, n)
@@ -684,8 +732,8 @@ class KPI:
                              "status": [self.status(v) for v in values]})
 
     def _repr_html_(self) -> str:
-        return (f"<p><b>{html.escape(self.name)}</b> = <code>{html.escape(self.formula)}</code> "
-                f"({html.escape(self.unit)}; warning {self.warning}, critical {self.critical})</p>")
+        return (f"<p><b>{html_text(self.name)}</b> = <code>{html_text(self.formula)}</code> "
+                f"({html_text(self.unit)}; warning {self.warning}, critical {self.critical})</p>")
 
 
 def standard_kpis(sla_ms: float | None = None) -> list[KPI]:
@@ -733,11 +781,6 @@ def load_kpis(path) -> list[KPI]:
 
     A bad entry is an error naming the file, the entry and (for formulas) the column.
     """
-    import tomllib
-    from pathlib import Path
-
-    from lab.errors import ConfigError
-
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import html
 import io
 import json
 import math
@@ -29,22 +28,97 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
+from lab import fmt
 from lab.analysis.alerts import evaluate_alerts
 from lab.analysis.anomalies import detect_cost_anomalies, measure_detector
 from lab.analysis.attribution import NO_STAGE, attribute, savings_by_strategy, strategy_of
-from lab.analysis.baselines import SeedRuns, baseline_ledger, run_metrics, run_seeds
+from lab.analysis.baselines import Comparison, SeedRuns, baseline_ledger, run_metrics, run_seeds
 from lab.analysis.forecast import forecast_cost
-from lab.analysis.frame import as_ledger, fmt_usd, horizon_s, nice_bucket_s, read_ledger
+from lab.analysis.frame import as_ledger, horizon_s, nice_bucket_s, read_ledger
 from lab.analysis.kpi import kpi_table, standard_kpis
 from lab.errors import ConfigError, CostlabError
+from lab.loader import load_scenario
+from lab.pricing import PRICE_DATE
+from lab.result import Result
+from lab.runs import run
+from lab.scenario import Scenario
 
 GENERATOR = "costlab report"
 MONTH_S = 30 * 86400.0
 DETECTOR_SERIES = 10     # synthetic series used to state the anomaly detector's precision/recall
 NO_CALL = "no provider call"
+
+
+# --------------------------------------------------------------------------- what the report holds
+
+
+class Bold(str):
+    """A stretch of a summary sentence to stress: bold in the HTML, plain text in the JSON and the terminal."""
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One line of the executive summary, as text pieces (some `Bold`)."""
+
+    parts: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _say(*parts: str) -> Sentence:
+    return Sentence(parts)
+
+
+@dataclass(frozen=True)
+class Badge:
+    """A status cell (ok, warning, critical, info, no data) drawn as a coloured pill."""
+
+    text: str
+
+    @property
+    def css(self) -> str:
+        return self.text.replace(" ", "-")
+
+
+@dataclass(frozen=True)
+class Code:
+    """A cell shown as code (a KPI formula)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table block: header texts and rows of cells (text, `Badge` or `Code`)."""
+
+    head: list[str]
+    rows: list[list]
+    kind: str = "table"
+
+
+@dataclass(frozen=True)
+class Text:
+    """A paragraph block; `kind` "note" (small print under a table) or "heading" (a sub-heading)."""
+
+    text: str
+    kind: str = "text"
+
+
+def _note(text: str) -> Text:
+    return Text(text, "note")
+
+
+@dataclass(frozen=True)
+class Section:
+    heading: str
+    blocks: list
 
 
 @dataclass
@@ -64,6 +138,21 @@ class Chart:
             self._png = buf.getvalue()
         return self._png
 
+    def png_base64(self) -> str:
+        return base64.b64encode(self.png()).decode()
+
+
+def _finalize(value):
+    """Every value a template prints goes through lab.fmt.html_text (escaped, `$` as an entity)."""
+    return value if isinstance(value, Markup) else Markup(fmt.html_text(value))
+
+
+_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("lab.analysis", "templates"), autoescape=True,
+                                finalize=_finalize, undefined=jinja2.StrictUndefined,
+                                trim_blocks=True, lstrip_blocks=True)
+_TEMPLATES.tests.update(bold=lambda x: isinstance(x, Bold), badge=lambda x: isinstance(x, Badge),
+                        code=lambda x: isinstance(x, Code))
+
 
 @dataclass
 class Report:
@@ -71,29 +160,17 @@ class Report:
 
     title: str
     subtitle: str
-    summary: list[str]
+    summary: list[Sentence]
     numbers: dict
     charts: list[Chart]
-    sections: list[tuple[str, str]] = field(default_factory=list)   # (heading, HTML body)
+    sections: list[Section] = field(default_factory=list)
 
     def html(self) -> str:
         """The report as one self-contained HTML page (charts embedded as PNG data)."""
-        charts = "".join(
-            f'<figure id="{html.escape(c.file)}"><img alt="{html.escape(c.caption)}" data-file="{html.escape(c.file)}" '
-            f'src="data:image/png;base64,{base64.b64encode(c.png()).decode()}"/>'
-            f'<figcaption>{html.escape(c.caption)} <a href="{html.escape(c.file)}">{html.escape(c.file)}</a>'
-            f"</figcaption></figure>" for c in self.charts)
-        summary = "".join(f"<li>{s}</li>" for s in self.summary)
-        sections = "".join(f"<h2>{html.escape(h)}</h2>{body}" for h, body in self.sections)
-        return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(self.title)}"
-                f"</title><style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>"
-                f"<p class=\"sub\">{self.subtitle}</p><h2>Executive summary</h2><ul class=\"summary\">{summary}</ul>"
-                f"<h2>Charts</h2>{charts}{sections}<p class=\"sub\">Numbers: <a href=\"report.json\">report.json</a>. "
-                f"Generated by {GENERATOR}.</p></body></html>")
+        return _TEMPLATES.get_template("report.html.j2").render(report=self, generator=GENERATOR)
 
     def _repr_html_(self) -> str:
-        summary = "".join(f"<li>{s}</li>" for s in self.summary)
-        return f"<div><h3>{html.escape(self.title)}</h3><ul>{summary}</ul></div>"
+        return _TEMPLATES.get_template("summary.html.j2").render(report=self)
 
     def write(self, out_dir) -> Path:
         """Write report.html, report.json and the chart PNGs to `out_dir`, replacing it atomically.
@@ -183,21 +260,19 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 @dataclass
 class _Source:
     ledger: pd.DataFrame
-    result: object = None          # the first seed's Result, when simulated
+    result: Result | None = None   # the first seed's Result, when simulated
     seed_runs: SeedRuns | None = None
-    scenario: object = None
+    scenario: Scenario | None = None
     kind: str = "ledger"
     path: str = ""
 
 
 def _resolve(source, seed: int, seeds: int, requests: int | None, progress) -> _Source:
-    import lab
-
     if isinstance(source, pd.DataFrame):
         return _Source(as_ledger(source))
-    if hasattr(source, "ledger") and hasattr(source, "scenario"):
+    if isinstance(source, Result):
         return _Source(source.ledger, source, None, source.scenario, "result")
-    if isinstance(source, lab.Scenario):
+    if isinstance(source, Scenario):
         scenario, path = source, source.path
     else:
         path = str(source)
@@ -207,7 +282,7 @@ def _resolve(source, seed: int, seeds: int, requests: int | None, progress) -> _
         if suffix != ".toml":
             raise ConfigError(f"{path}: expected a scenario .toml or a ledger .csv/.parquet "
                               "(from `costlab run --ledger`)")
-        scenario = lab.load_scenario(path)
+        scenario = load_scenario(path)
     if seeds < 1:
         raise ConfigError(f"--seeds: expected at least 1, got {seeds}")
     first: list = []
@@ -258,29 +333,30 @@ class _Builder:
         self.src, self.led, self.sla_ms, self.bucket_s = src, src.ledger, sla_ms, bucket_s
         self.teams, self.budget_usd, self.budget_period_s = teams, budget_usd, budget_period_s
         self.n: dict = {"generator": GENERATOR, "version": 1}
-        self.summary: list[str] = []
-        self.sections: list[tuple[str, str]] = []
+        self.summary: list[Sentence] = []
+        self.sections: list[Section] = []
         self.chart_list: list[Chart] = []
         self.base_led = baseline_ledger(src.result) if src.result is not None else None
 
+    def say(self, *parts: str) -> None:
+        self.summary.append(_say(*parts))
+
     # -- overview ------------------------------------------------------------------------
     def overview(self) -> None:
-        from lab.pricing import PRICE_DATE
-
         led, src = self.led, self.src
         span_s = horizon_s(led)
         cost, base = float(led["cost_usd"].sum()), float(led["baseline_cost_usd"].sum())
         saved = base - cost
         pct = 100.0 * saved / base if base else 0.0
-        run = run_metrics(led, self.sla_ms)
-        self.run_m = run
+        run_m = run_metrics(led, self.sla_ms)
+        self.run_m = run_m
         self.base_m = run_metrics(self.base_led, self.sla_ms) if self.base_led is not None else None
         name = src.scenario.name if src.scenario is not None else Path(src.path).stem or "ledger"
         self.title = f"Cost report: {name}"
         seeds = src.seed_runs.seeds if src.seed_runs else ([src.result.seed] if src.result is not None else [])
-        origin = {"scenario": f"simulated from {html.escape(src.path or name)}", "result": "a simulation result",
-                  "ledger file": f"the ledger {html.escape(src.path)}", "ledger": "a ledger"}[src.kind]
-        desc = html.escape(src.scenario.description) + " · " if src.scenario is not None and src.scenario.description else ""
+        origin = {"scenario": f"simulated from {src.path or name}", "result": "a simulation result",
+                  "ledger file": f"the ledger {src.path}", "ledger": "a ledger"}[src.kind]
+        desc = src.scenario.description + " · " if src.scenario is not None and src.scenario.description else ""
         self.subtitle = (f"{desc}{len(led):,} requests over {_duration(span_s)} of traffic, {origin}"
                          + (f", seed{'s' if len(seeds) > 1 else ''} {_seed_text(seeds)}" if seeds else "")
                          + f" · prices from genai-prices as of {PRICE_DATE:%Y-%m-%d}"
@@ -291,8 +367,8 @@ class _Builder:
                             "requests": len(led), "simulated_s": span_s, "sla_ms": self.sla_ms,
                             "bucket_s": self.bucket_s}
         self.n["overview"] = {"baseline_cost_usd": base, "cost_usd": cost, "saved_usd": saved, "reduction_pct": pct,
-                              "requests": len(led), "provider_calls": run["provider_calls"],
-                              "cost_per_1k_requests_usd": run["cost_per_1k_requests_usd"]}
+                              "requests": len(led), "provider_calls": run_m["provider_calls"],
+                              "cost_per_1k_requests_usd": run_m["cost_per_1k_requests_usd"]}
         self.n["run_rate"] = {"per_month_usd": per_month, "baseline_per_month_usd": base_month,
                               "saved_per_month_usd": base_month - per_month,
                               "assumption": "traffic continues at the rate of this run, 30-day month"}
@@ -313,64 +389,63 @@ class _Builder:
             else:
                 sig = ("the reduction is statistically significant" if head["significant"] else
                        "the difference is not statistically significant")
-                ci = (f" (mean over {len(runs.seeds)} seeds {_nz(head['reduction_pct']):.1f} %, 95 % CI "
-                      f"{_nz(lo):.1f}–{_nz(hi):.1f} %; {sig}, paired t-test p = {head['p_value']:.2g})")
+                ci = (f" (mean over {len(runs.seeds)} seeds {fmt.pct(_nz(head['reduction_pct']))}, 95 % CI "
+                      f"{_nz(lo):.1f}–{fmt.pct(_nz(hi))}; {sig}, paired t-test p = {head['p_value']:.2g})")
         self.has_stages = any(c.startswith("stage_") for c in led.columns)
+        over = f" for {len(led):,} requests over {_duration(span_s)}"
         if self.has_stages:
-            self.summary.append(
-                f"Optimization <b>{verb} the bill by {abs(pct):.1f} %</b>: {fmt_usd(cost)} instead of {fmt_usd(base)} "
-                f"for {len(led):,} requests over {_duration(span_s)}{ci}.")
+            self.say("Optimization ", Bold(f"{verb} the bill by {fmt.pct(abs(pct))}"),
+                     f": {fmt.usd(cost)} instead of {fmt.usd(base)}{over}{ci}.")
         else:
-            self.summary.append(f"No optimization ran: the bill is <b>{fmt_usd(cost)}</b> for {len(led):,} requests "
-                                f"over {_duration(span_s)}.")
+            self.say("No optimization ran: the bill is ", Bold(fmt.usd(cost)), f"{over}.")
         month_ci = ""
         if "per_month_usd_ci" in self.n["run_rate"] and not self.fixed_traffic:
             lo, hi = self.n["run_rate"]["per_month_usd_ci"]
-            month_ci = f" (95 % CI {fmt_usd(lo)}–{fmt_usd(hi)} across seeds)"
+            month_ci = f" (95 % CI {fmt.usd(lo)}–{fmt.usd(hi)} across seeds)"
+        rate = f"run rate of this {_duration(span_s)}, 30-day month"
         if self.has_stages:
-            self.summary.append(
-                f"At this traffic that is about <b>{fmt_usd(per_month)} a month</b>{month_ci} instead of "
-                f"{fmt_usd(base_month)}: {fmt_usd(abs(base_month - per_month))} a month "
-                f"{'saved' if saved >= 0 else 'extra'} (run rate of this {_duration(span_s)}, 30-day month).")
+            self.say("At this traffic that is about ", Bold(f"{fmt.usd(per_month)} a month"),
+                     f"{month_ci} instead of {fmt.usd(base_month)}: {fmt.usd(abs(base_month - per_month))} a month "
+                     f"{'saved' if saved >= 0 else 'extra'} ({rate}).")
         else:
-            self.summary.append(f"At this traffic that is about <b>{fmt_usd(per_month)} a month</b>{month_ci} "
-                                f"(run rate of this {_duration(span_s)}, 30-day month).")
+            self.say("At this traffic that is about ", Bold(f"{fmt.usd(per_month)} a month"), f"{month_ci} ({rate}).")
         if self.budget_usd:
-            per_period = cost / max(span_s, 1e-9) * self.budget_period_s
-            share = 100.0 * per_period / self.budget_usd
-            period = {86400.0: "day", 7 * 86400.0: "week", 30 * 86400.0: "month"}.get(
-                float(self.budget_period_s), _duration(self.budget_period_s))
-            if per_period > self.budget_usd:
-                runs_out = self.budget_usd / (cost / max(span_s, 1e-9))
-                tail = f": <b>over budget</b>, it would run out after {_duration(runs_out)}"
-            else:
-                tail = ": within budget"
-            self.summary.append(f"Budget: at this rate {fmt_usd(per_period)} per {period} against "
-                                f"{fmt_usd(self.budget_usd)} ({share:,.0f} %){tail}.")
-            self.n["budget"] = {"budget_usd": self.budget_usd, "period_s": self.budget_period_s,
-                                "spend_per_period_usd": per_period, "share_pct": share}
-        self._service_sentences(run)
+            self._budget_sentence(cost, span_s)
+        self._service_sentences(run_m)
 
-    def _service_sentences(self, run: dict) -> None:
-        base = self.base_m
-        lat = (f"p95 latency {run['latency_p95_ms']:,.0f} ms"
-               + (f" ({base['latency_p95_ms']:,.0f} ms without optimization)" if base else ""))
-        if self.sla_ms:
-            met = run["latency_p95_ms"] <= self.sla_ms
-            viol = 100 * run["sla_violation_rate"]
-            bviol = f", {100 * base['sla_violation_rate']:.1f} % without optimization" if base else ""
-            self.summary.append(
-                f"Service: {lat} against the {self.sla_ms:,.0f} ms target — "
-                f"<b>{'met' if met else 'missed'}</b>; {viol:.1f} % of requests were slower or failed{bviol}.")
+    def _budget_sentence(self, cost: float, span_s: float) -> None:
+        per_period = cost / max(span_s, 1e-9) * self.budget_period_s
+        share = 100.0 * per_period / self.budget_usd
+        period = {86400.0: "day", 7 * 86400.0: "week", 30 * 86400.0: "month"}.get(
+            float(self.budget_period_s), _duration(self.budget_period_s))
+        head = (f"Budget: at this rate {fmt.usd(per_period)} per {period} against "
+                f"{fmt.usd(self.budget_usd)} ({share:,.0f} %): ")
+        if per_period > self.budget_usd:
+            runs_out = self.budget_usd / (cost / max(span_s, 1e-9))
+            self.say(head, Bold("over budget"), f", it would run out after {_duration(runs_out)}.")
         else:
-            self.summary.append(f"Service: {lat} (no SLA given).")
-        q = run["quality_mean"]
+            self.say(head, "within budget.")
+        self.n["budget"] = {"budget_usd": self.budget_usd, "period_s": self.budget_period_s,
+                            "spend_per_period_usd": per_period, "share_pct": share}
+
+    def _service_sentences(self, run_m: dict) -> None:
+        base = self.base_m
+        lat = (f"p95 latency {fmt.ms(run_m['latency_p95_ms'])}"
+               + (f" ({fmt.ms(base['latency_p95_ms'])} without optimization)" if base else ""))
+        if self.sla_ms:
+            met = run_m["latency_p95_ms"] <= self.sla_ms
+            bviol = f", {fmt.share(base['sla_violation_rate'])} without optimization" if base else ""
+            self.say(f"Service: {lat} against the {fmt.ms(self.sla_ms)} target — ", Bold("met" if met else "missed"),
+                     f"; {fmt.share(run_m['sla_violation_rate'])} of requests were slower or failed{bviol}.")
+        else:
+            self.say(f"Service: {lat} (no SLA given).")
+        q = run_m["quality_mean"]
         if np.isfinite(q) and q < 0.9995:
-            self.summary.append(f"Answer quality <b>fell to {q:.3f}</b> (1 = every answer right, as without "
-                                "optimization): weigh the saving against wrong or stale answers.")
+            self.say("Answer quality ", Bold(f"fell to {q:.3f}"), " (1 = every answer right, as without "
+                     "optimization): weigh the saving against wrong or stale answers.")
         elif np.isfinite(q):
-            self.summary.append("Answer quality is unchanged (every answer as good as without optimization).")
-        self.n["service"] = {"run": run, "baseline": base}
+            self.say("Answer quality is unchanged (every answer as good as without optimization).")
+        self.n["service"] = {"run": run_m, "baseline": base}
 
     # -- savings by strategy ---------------------------------------------------------------
     def strategies(self) -> None:
@@ -381,25 +456,23 @@ class _Builder:
         total = float(self.led["baseline_cost_usd"].sum() - self.led["cost_usd"].sum())
         if len(table) and total > 0:
             order = table.sort_values("saved_usd", ascending=False)
-            parts = [f"{html.escape(str(k))} {fmt_usd(r.saved_usd)} ({r.share_pct:.0f} %)" for k, r in order.iterrows()]
-            self.summary.append(f"Where the saving comes from: <b>{parts[0]}</b>"
-                                + (", then " + ", ".join(parts[1:]) if len(parts) > 1 else "") + ".")
-            losers = order[order["saved_usd"] < 0]
-            for k, r in losers.iterrows():
-                self.summary.append(f"{html.escape(str(k))} <b>costs {fmt_usd(-r.saved_usd)} more</b> than it saves "
-                                    "in this run: review it.")
-        body = _table(table, {"saved_usd": fmt_usd, "requests": _int, "share_pct": _pct1},
-                      {"saved_usd": "saved", "requests": "requests", "share_pct": "share of saving"})
+            parts = [f"{k} {fmt.usd(r.saved_usd)} ({r.share_pct:.0f} %)" for k, r in order.iterrows()]
+            rest = ", then " + ", ".join(parts[1:]) if len(parts) > 1 else ""
+            self.say("Where the saving comes from: ", Bold(parts[0]), f"{rest}.")
+            for k, r in order[order["saved_usd"] < 0].iterrows():
+                self.say(f"{k} ", Bold(f"costs {fmt.usd(-r.saved_usd)} more"), " than it saves in this run: review it.")
+        blocks = [_table(table, {"saved_usd": fmt.usd, "requests": fmt.count, "share_pct": fmt.pct},
+                         {"saved_usd": "saved", "requests": "requests", "share_pct": "share of saving"})]
         runs = self.src.seed_runs
         if runs is not None:
             st = runs.strategy_table()
-            body += ("<p>Across seeds (mean and 95 % CI):</p>"
-                     + _table(st, {"saved_usd": fmt_usd, "ci_low": fmt_usd, "ci_high": fmt_usd},
-                              {"saved_usd": "mean saved", "ci_low": "CI low", "ci_high": "CI high"}))
+            blocks += [Text("Across seeds (mean and 95 % CI):"),
+                       _table(st, {"saved_usd": fmt.usd, "ci_low": fmt.usd, "ci_high": fmt.usd},
+                              {"saved_usd": "mean saved", "ci_low": "CI low", "ci_high": "CI high"})]
             self.n["savings_by_strategy_across_seeds"] = _records(st)
-        self.sections.append(("Savings by strategy", body + "<p class=\"note\">Each request's saving (its cost "
-                              "without optimization minus its cost) is credited to the stage that answered or "
-                              "changed it; the rows add up to the total saving.</p>"))
+        blocks.append(_note("Each request's saving (its cost without optimization minus its cost) is credited to "
+                            "the stage that answered or changed it; the rows add up to the total saving."))
+        self.sections.append(Section("Savings by strategy", blocks))
 
     # -- attribution -----------------------------------------------------------------------
     def attribution(self) -> None:
@@ -409,10 +482,10 @@ class _Builder:
             keys.insert(1, "team")
         keys = keys or ["model"]
         self.attribution_keys = keys
-        body = ""
+        blocks: list = []
         self.n["attribution"] = {}
-        fmts = {"requests": _int, "provider_calls": _int, "cost_usd": fmt_usd, "baseline_cost_usd": fmt_usd,
-                "saved_usd": fmt_usd, "reduction_pct": _pct1, "cost_share_pct": _pct1}
+        fmts = {"requests": fmt.count, "provider_calls": fmt.count, "cost_usd": fmt.usd, "baseline_cost_usd": fmt.usd,
+                "saved_usd": fmt.usd, "reduction_pct": fmt.pct, "cost_share_pct": fmt.pct}
         heads = {"requests": "requests", "provider_calls": "provider calls", "cost_usd": "cost",
                  "baseline_cost_usd": "without optimization", "saved_usd": "saved", "reduction_pct": "reduction",
                  "cost_share_pct": "share of cost"}
@@ -420,14 +493,15 @@ class _Builder:
             table = attribute(led, k, teams=self.teams)
             self.n["attribution"][k] = _records(table)
             shown = table.rename(index={"none": NO_CALL}) if k in ("model", "provider") else table
-            body += f"<h3>By {html.escape(k)}</h3>" + _table(shown[list(fmts)], fmts, heads)
+            blocks += [Text(f"By {k}", "heading"), _table(shown[list(fmts)], fmts, heads)]
         top_key = "team" if self.teams else "tenant"
         if top_key in self.n["attribution"] and len(self.n["attribution"][top_key]) > 1:
             top = self.n["attribution"][top_key][0]
-            self.summary.append(f"Spend by {top_key}: <b>{html.escape(str(top[top_key]))}</b> accounts for "
-                                f"{top['cost_share_pct']:.0f} % of the cost ({fmt_usd(top['cost_usd'])}).")
-        self.sections.append(("Who spent it", body + f"<p class=\"note\">“{NO_CALL}”: requests answered without "
-                              "a provider call (cache hits, deduplicated followers); the ledger calls them “none”.</p>"))
+            self.say(f"Spend by {top_key}: ", Bold(str(top[top_key])), f" accounts for "
+                     f"{top['cost_share_pct']:.0f} % of the cost ({fmt.usd(top['cost_usd'])}).")
+        blocks.append(_note(f"“{NO_CALL}”: requests answered without a provider call (cache hits, deduplicated "
+                            "followers); the ledger calls them “none”."))
+        self.sections.append(Section("Who spent it", blocks))
 
     # -- KPIs ---------------------------------------------------------------------------------
     def kpis(self) -> None:
@@ -439,27 +513,21 @@ class _Builder:
             skip.add("share of bill saved")
         table = kpi_table([k for k in kpis if k.name not in skip] + self.custom_kpis, self.led)
         self.n["kpis"] = _records(table)
-        rows = "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{_kpi_value(r.value, r.unit)}</td>"
-            f"<td><span class=\"st {r.status.replace(' ', '-')}\">{html.escape(r.status)}</span></td>"
-            f"<td>{_thr(r.warning, r.unit)}</td><td>{_thr(r.critical, r.unit)}</td>"
-            f"<td><code>{html.escape(r.formula)}</code></td></tr>"
-            for k, r in table.iterrows())
-        self.sections.append(("Key indicators", "<table><tr><th>KPI</th><th>value</th><th>status</th><th>warning</th>"
-                              f"<th>critical</th><th>formula</th></tr>{rows}</table><p class=\"note\">Formulas are "
-                              "costlab KPI formulas over the ledger (lab.analysis.kpi).</p>"))
+        rows = [[k, _unit_value(r.value, r.unit, missing="no data"), Badge(r.status), _unit_value(r.warning, r.unit),
+                 _unit_value(r.critical, r.unit), Code(r.formula)] for k, r in table.iterrows()]
+        self.sections.append(Section("Key indicators", [
+            Table(["KPI", "value", "status", "warning", "critical", "formula"], rows),
+            _note("Formulas are costlab KPI formulas over the ledger (lab.analysis.kpi).")]))
         bad = table[table["status"].isin(["warning", "critical"])]
         if len(bad):
-            items = ", ".join(f"{html.escape(k)} {_kpi_value(r.value, r.unit)} ({r.status})" for k, r in bad.iterrows())
-            self.summary.append(f"Indicators to watch: {items}.")
+            items = ", ".join(f"{k} {_unit_value(r.value, r.unit)} ({r.status})" for k, r in bad.iterrows())
+            self.say(f"Indicators to watch: {items}.")
 
     # -- seeds --------------------------------------------------------------------------------
     def seeds(self) -> None:
         runs = self.src.seed_runs
         if runs is None:
             if self.base_m is not None:
-                from lab.analysis.baselines import Comparison
-
                 comp = Comparison([self.base_m], [self.run_m], "no optimization", "optimized")
                 self._comparison_section(comp, "One seed: no confidence intervals (run with --seeds 3 or more).")
             return
@@ -467,8 +535,6 @@ class _Builder:
         self.n["seeds"] = {"seeds": runs.seeds, "headline": comp.headline(), "table": _records(comp.table()),
                            "fixed_traffic": self.fixed_traffic}
         if self.fixed_traffic:
-            from lab.analysis.baselines import Comparison
-
             one = Comparison(runs.baseline_samples[:1], runs.run_samples[:1], "no optimization", "optimized")
             self._comparison_section(one, f"Every one of the {len(runs.seeds)} seeds gave the same numbers: the "
                                           "traffic is a fixed trace, so there is no sampling noise to test.")
@@ -482,15 +548,13 @@ class _Builder:
         self.n.setdefault("comparison", _records(t))
         rows = []
         for _key, r in t.iterrows():
-            ci = "" if not np.isfinite(r.change_pct_ci_low) else f"{r.change_pct_ci_low:+.1f} … {r.change_pct_ci_high:+.1f} %"
+            ci = ("" if not np.isfinite(r.change_pct_ci_low)
+                  else f"{r.change_pct_ci_low:+.1f} … {r.change_pct_ci_high:+.1f} %")
             sig = {True: "yes", False: "no", None: "–"}[r.significant]
-            rows.append(f"<tr><td>{html.escape(r.label)}</td><td>{_metric(r.baseline, r.unit)}</td>"
-                        f"<td>{_metric(r.candidate, r.unit)}</td><td>{_signed_pct(r.change_pct)}</td>"
-                        f"<td>{ci}</td><td>{sig}</td></tr>")
-        self.sections.append(("Optimized against no optimization",
-                              f"<table><tr><th>metric</th><th>without optimization{mean}</th><th>optimized{mean}</th>"
-                              "<th>change</th><th>95 % CI</th><th>significant</th></tr>" + "".join(rows)
-                              + f"</table><p class=\"note\">{html.escape(note)}</p>"))
+            rows.append([r.label, _unit_value(r.baseline, r.unit, share_decimals=2),
+                         _unit_value(r.candidate, r.unit, share_decimals=2), _signed_pct(r.change_pct), ci, sig])
+        head = ["metric", f"without optimization{mean}", f"optimized{mean}", "change", "95 % CI", "significant"]
+        self.sections.append(Section("Optimized against no optimization", [Table(head, rows), _note(note)]))
 
     # -- alerts -------------------------------------------------------------------------------
     def alerts(self) -> None:
@@ -510,21 +574,18 @@ class _Builder:
                 what = _ALERT_MEANING.get(rule, "")
                 parts.append(f"{rule}{what} ({group['severity'].iloc[0]}, {times} "
                              f"{_clock(group['fired_at_s'].min())}{still})")
-            self.summary.append(f"<b>{len(alerts)} alert{'s' if len(alerts) > 1 else ''}</b> fired: "
-                                f"{html.escape('; '.join(parts))}.")
+            self.say(Bold(f"{len(alerts)} alert{'s' if len(alerts) > 1 else ''}"), f" fired: {'; '.join(parts)}.")
         else:
-            self.summary.append("No alerts fired" + ("" if self.budget_usd else " (no budget given: budget alerts off)")
-                                + ".")
-        rows = "".join(f"<tr><td>{html.escape(r.rule)}</td><td><span class=\"st {r.severity}\">{r.severity}</span></td>"
-                       f"<td>{_clock(r.fired_at_s)}</td><td>{_clock(r.cleared_at_s) if np.isfinite(r.cleared_at_s) else 'still active'}"
-                       f"</td><td>{html.escape(r.message)}</td></tr>" for r in alerts.itertuples())
-        rules = (f"budget {fmt_usd(self.budget_usd)} per {_duration(self.budget_period_s)} at 50/80/100 %"
+            self.say("No alerts fired" + ("" if self.budget_usd else " (no budget given: budget alerts off)") + ".")
+        rows = [[r.rule, Badge(r.severity), _clock(r.fired_at_s),
+                 _clock(r.cleared_at_s) if np.isfinite(r.cleared_at_s) else "still active", r.message]
+                for r in alerts.itertuples()]
+        rules = (f"budget {fmt.usd(self.budget_usd)} per {_duration(self.budget_period_s)} at 50/80/100 %"
                  if self.budget_usd else "no budget given")
-        self.sections.append(("Alerts", (f"<table><tr><th>rule</th><th>severity</th><th>fired</th><th>cleared</th>"
-                                         f"<th>detail</th></tr>{rows}</table>" if rows else "<p>None fired.</p>")
-                              + f"<p class=\"note\">Rules: {html.escape(rules)}; SLA violations above 1 % over 5 min; "
-                                "cache hit rate below 50 % over 5 min (pipelines with a cache); circuit breaker "
-                                "open. Times are simulated time from the start (h:mm:ss).</p>"))
+        table = Table(["rule", "severity", "fired", "cleared", "detail"], rows) if rows else Text("None fired.")
+        self.sections.append(Section("Alerts", [table, _note(
+            f"Rules: {rules}; SLA violations above 1 % over 5 min; cache hit rate below 50 % over 5 min (pipelines "
+            "with a cache); circuit breaker open. Times are simulated time from the start (h:mm:ss).")]))
 
     # -- anomalies and forecast -------------------------------------------------------------------
     def anomalies_and_forecast(self) -> None:
@@ -545,11 +606,10 @@ class _Builder:
         if len(flagged):
             when = ", ".join(_clock(t) for t in flagged.index[:5]) + (", …" if len(flagged) > 5 else "")
             agree = int(found["iqr"].loc[flagged.index, "anomaly"].sum())
-            self.summary.append(f"<b>{len(flagged)} cost anomal{'ies' if len(flagged) > 1 else 'y'}</b> per "
-                                f"{_bucket(bucket_s)} bucket, at {when}; the IQR detector agrees on {agree} "
-                                f"({qtext}).")
+            self.say(Bold(f"{len(flagged)} cost anomal{'ies' if len(flagged) > 1 else 'y'}"),
+                     f" per {_bucket(bucket_s)} bucket, at {when}; the IQR detector agrees on {agree} ({qtext}).")
         else:
-            self.summary.append(f"No cost anomalies per {_bucket(bucket_s)} bucket ({qtext}).")
+            self.say(f"No cost anomalies per {_bucket(bucket_s)} bucket ({qtext}).")
         period_s = None
         if self.src.scenario is not None and self.src.scenario.traffic.arrivals.process == "diurnal":
             period_s = self.src.scenario.traffic.arrivals.period_s
@@ -565,49 +625,42 @@ class _Builder:
         self.n["forecast"] = {"method": fc.method, "params": fc.params, "horizon_s": horizon, "level": fc.level,
                               "total_usd": mean, "total_interval_usd": [lo, hi],
                               "buckets": _jsonable(fc.to_frame().to_dict(orient="records"))}
-        self.summary.append(f"Forecast for the next {_duration(horizon)}: <b>{fmt_usd(mean)}</b> "
-                            f"(95 % interval {fmt_usd(lo)}–{fmt_usd(hi)}, {fc.method}).")
-        rows = "".join(f"<tr><td>{_clock(f['t_start_s'])}</td><td>{fmt_usd(f['cost_usd'])}</td>"
-                       f"<td>{fmt_usd(f['expected_usd'])}</td><td>{'z' if f['zscore'] else ''}{' iqr' if f['iqr'] else ''}"
-                       f"</td></tr>" for f in self.n["anomalies"]["found"])
+        self.say(f"Forecast for the next {_duration(horizon)}: ", Bold(fmt.usd(mean)),
+                 f" (95 % interval {fmt.usd(lo)}–{fmt.usd(hi)}, {fc.method}).")
+        rows = [[_clock(f["t_start_s"]), fmt.usd(f["cost_usd"]), fmt.usd(f["expected_usd"]),
+                 " ".join(m for m, on in (("z", f["zscore"]), ("iqr", f["iqr"])) if on)]
+                for f in self.n["anomalies"]["found"]]
         iq = quality["iqr"]
-        self.sections.append(("Anomalies and forecast",
-                              (f"<table><tr><th>bucket start</th><th>cost</th><th>expected</th><th>found by</th></tr>"
-                               f"{rows}</table>" if rows else "<p>No anomalous cost buckets.</p>")
-                              + f"<p class=\"note\">Each {_bucket(bucket_s)} bucket is judged against a line "
-                                "through the buckets before it: rolling z-score (over 4 sd; listed) and rolling IQR "
-                                f"(over Q3 + 3 IQR; shown when it agrees). Measured on {DETECTOR_SERIES} synthetic week-long series "
-                                f"with 10 injected spikes each (5–10 noise sd): z-score precision "
-                                f"{100 * q['precision']:.0f} %, recall {100 * q['recall']:.0f} %; IQR precision "
-                                f"{100 * iq['precision']:.0f} %, recall {100 * iq['recall']:.0f} %. Forecast: "
-                                f"{html.escape(fc.method)} fitted to the cost per bucket, 95 % prediction interval."
-                                "</p>"))
+        table = (Table(["bucket start", "cost", "expected", "found by"], rows) if rows
+                 else Text("No anomalous cost buckets."))
+        self.sections.append(Section("Anomalies and forecast", [table, _note(
+            f"Each {_bucket(bucket_s)} bucket is judged against a line through the buckets before it: rolling "
+            "z-score (over 4 sd; listed) and rolling IQR (over Q3 + 3 IQR; shown when it agrees). Measured on "
+            f"{DETECTOR_SERIES} synthetic week-long series with 10 injected spikes each (5–10 noise sd): z-score "
+            f"precision {100 * q['precision']:.0f} %, recall {100 * q['recall']:.0f} %; IQR precision "
+            f"{100 * iq['precision']:.0f} %, recall {100 * iq['recall']:.0f} %. Forecast: {fc.method} fitted to the "
+            "cost per bucket, 95 % prediction interval.")]))
 
     # -- cost-quality frontier ---------------------------------------------------------------------
     def frontier(self, enabled: bool, progress) -> None:
         led = self.led
-        points = []
         result = self.src.result
+        base_cost = float(led["baseline_cost_usd"].sum())
         if result is not None:
-            points.append({"label": "no optimization", "cost_usd": float(led["baseline_cost_usd"].sum()),
-                           "quality": float(np.mean(result.baseline.quality)),
-                           "latency_p95_ms": self.base_m["latency_p95_ms"]})
+            points = [{"label": "no optimization", "cost_usd": base_cost, "quality": float(np.mean(result.baseline.quality)),
+                       "latency_p95_ms": self.base_m["latency_p95_ms"]}]
         else:
-            points.append({"label": "no optimization", "cost_usd": float(led["baseline_cost_usd"].sum()),
-                           "quality": 1.0, "latency_p95_ms": None})
+            points = [{"label": "no optimization", "cost_usd": base_cost, "quality": 1.0, "latency_p95_ms": None}]
         stages = [c.removeprefix("stage_") for c in led.columns if c.startswith("stage_")]
         if enabled and result is not None and len(result.scenario.pipeline) > 1:
-            import lab
-
             for name, cfg in zip(stages, result.scenario.pipeline):
                 try:
-                    r = lab.simulate(result.scenario.replace(pipeline=(cfg,)), seed=result.seed,
-                                     requests=len(led), progress=progress)
+                    r = run(result.scenario.replace(pipeline=(cfg,)), result.seed, len(led), progress=progress)
                 except CostlabError:
                     continue   # a stage that cannot run alone (e.g. needs another) is left out
                 m = run_metrics(r.ledger, self.sla_ms)
-                points.append({"label": f"{strategy_of(name)} only", "cost_usd": m["cost_usd"], "quality": m["quality_mean"],
-                               "latency_p95_ms": m["latency_p95_ms"]})
+                points.append({"label": f"{strategy_of(name)} only", "cost_usd": m["cost_usd"],
+                               "quality": m["quality_mean"], "latency_p95_ms": m["latency_p95_ms"]})
         points.append({"label": "full pipeline" if stages else "as run", "cost_usd": float(led["cost_usd"].sum()),
                        "quality": self.run_m["quality_mean"], "latency_p95_ms": self.run_m["latency_p95_ms"]})
         self.frontier_points = points
@@ -615,7 +668,7 @@ class _Builder:
 
     # -- charts ----------------------------------------------------------------------------------------
     def charts(self) -> None:
-        from lab import plots
+        from lab import plots  # matplotlib: loaded only when a report is drawn
 
         led, result = self.led, self.src.result
         c = self.chart_list
@@ -643,7 +696,7 @@ class _Builder:
         self.n["charts"] = {ch.file: ch.caption for ch in c}
 
     def report(self) -> Report:
-        self.n["executive_summary"] = [_strip_tags(s) for s in self.summary]
+        self.n["executive_summary"] = [s.text for s in self.summary]
         return Report(self.title, self.subtitle, self.summary, self.n, self.chart_list, self.sections)
 
 
@@ -652,12 +705,6 @@ class _Builder:
 
 _ALERT_MEANING = {"SLA violations": " — over 1 % of a 5-minute window slow or failed",
                   "cache hit rate": " — under 50 % over 5 minutes"}
-
-
-def _strip_tags(s: str) -> str:
-    import re
-
-    return html.unescape(re.sub(r"<[^>]+>", "", s))
 
 
 def _duration(s: float) -> str:
@@ -704,78 +751,27 @@ def _seed_text(seeds: list[int]) -> str:
     return ", ".join(map(str, seeds))
 
 
-def _int(x) -> str:
-    return f"{int(x):,}"
-
-
-def _pct1(x) -> str:
-    return f"{x:.1f} %" if np.isfinite(x) else "n/a"
-
-
 def _signed_pct(x) -> str:
-    return f"{x:+.1f} %" if x is not None and np.isfinite(x) else "–"
+    return f"{x:+.1f} %" if x is not None and np.isfinite(x) else fmt.MISSING
 
 
-def _thr(x, unit: str = "") -> str:
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return ""
-    return _kpi_value(x, unit)
+_BY_UNIT = {"USD": fmt.usd, "ms": fmt.ms, "tokens": fmt.count, "calls": fmt.count}
 
 
-def _kpi_value(v: float, unit: str) -> str:
+def _unit_value(v, unit: str, share_decimals: int = 1, missing: str = "") -> str:
+    """A KPI or metric value in its unit (lab.fmt); `missing` when there is none (a threshold not set)."""
     if v is None or not np.isfinite(v):
-        return "no data"
-    if unit == "USD":
-        return fmt_usd(v)
+        return missing
     if unit == "share":
-        return f"{100 * v:.1f} %"
-    if unit == "ms":
-        return f"{v:,.0f} ms"
-    if unit == "tokens":
-        return f"{v:,.0f}"
-    return f"{v:.3f}"
+        return fmt.share(v, share_decimals)
+    return _BY_UNIT.get(unit, lambda x: f"{x:.3f}")(v)
 
 
-def _metric(v: float, unit: str) -> str:
-    if v is None or not np.isfinite(v):
-        return "n/a"
-    if unit == "USD":
-        return fmt_usd(v)
-    if unit == "share":
-        return f"{100 * v:.2f} %"
-    if unit == "ms":
-        return f"{v:,.0f} ms"
-    if unit in ("tokens", "calls"):
-        return f"{v:,.0f}"
-    return f"{v:.3f}"
-
-
-def _table(frame: pd.DataFrame, fmts: dict, heads: dict) -> str:
-    """A small HTML table with per-column formatters (index first)."""
-    names = frame.index.names
-    head = "".join(f"<th>{html.escape(str(n or ''))}</th>" for n in names)
-    head += "".join(f"<th>{html.escape(heads.get(c, c))}</th>" for c in frame.columns if c in fmts)
+def _table(frame: pd.DataFrame, fmts: dict, heads: dict) -> Table:
+    """A table block from a DataFrame, index first, with a formatter per column shown."""
+    head = [str(n or "") for n in frame.index.names] + [heads.get(c, c) for c in frame.columns if c in fmts]
     rows = []
     for idx, r in frame.iterrows():
         key = idx if isinstance(idx, tuple) else (idx,)
-        cells = "".join(f"<td>{html.escape(str(k))}</td>" for k in key)
-        cells += "".join(f"<td>{fmts[c](r[c])}</td>" for c in frame.columns if c in fmts)
-        rows.append(f"<tr>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
-
-
-_CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}
-h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-.sub{color:#666;font-size:.9em}.note{color:#666;font-size:.85em}
-ul.summary li{margin:.35em 0}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border-bottom:1px solid #e3e3e3;padding:.3em .7em;text-align:right}
-th:first-child,td:first-child{text-align:left}
-code{font-size:.85em;color:#444}
-figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.88em}
-.st{padding:.1em .5em;border-radius:.6em;font-size:.85em;color:#fff;background:#888}
-.st.ok{background:#2ca02c}.st.warning{background:#e69500}.st.critical{background:#d62728}.st.info{background:#1f77b4}
-.st.no-data{background:#aaa}
-"""
+        rows.append([str(k) for k in key] + [fmts[c](r[c]) for c in frame.columns if c in fmts])
+    return Table(head, rows)

@@ -24,15 +24,17 @@ says what it assumes. Token counts for Claude and Gemini are o200k_base estimate
 
 from __future__ import annotations
 
-import html
 import json
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from lab import fmt
 from lab.errors import ConfigError
+from lab.models import _table as model_table
+from lab.models import model_info
+from lab.pricing import model_prices
 
 PARTS = ("system", "history", "user", "tools", "framing", "output")
 SYSTEM_ROLES = ("system", "developer")
@@ -140,16 +142,18 @@ class TokenReport:
     def _repr_html_(self) -> str:
         total = self.calls["cost_usd"].sum()
         parts = self.by_part()
-        sug = "".join(f"<li><b>{html.escape(s.action)}</b>: {html.escape(s.detail)} — saves about "
-                      f"${s.saving_usd:,.4f} ({s.saving_pct:.1f} %) on {s.calls_affected} call(s)</li>"
+        text = fmt.html_text
+        sug = "".join(f"<li><b>{text(s.action)}</b>: {text(s.detail)} — saves about "
+                      f"{text(fmt.usd(s.saving_usd))} ({s.saving_pct:.1f} %) on {s.calls_affected} call(s)</li>"
                       for s in self.suggestions)
-        return (f"<div><p>{len(self.calls)} calls, ${total:,.4f}</p>{parts.to_html(float_format=lambda x: f'{x:,.4f}')}"
+        return (f"<div><p>{len(self.calls)} calls, {text(fmt.usd(total))}</p>"
+                f"{parts.to_html(float_format=lambda x: f'{x:,.4f}')}"
                 f"<p>Suggestions, biggest saving first:</p><ol>{sug or '<li>nothing to suggest</li>'}</ol>"
                 f"<p>Costliest calls:</p>{self.top_calls(5).to_html(index=False)}</div>")
 
 
 def _count_call(call: dict, k: int, default_model: str, default_provider: str | None) -> dict:
-    from lab.pricing import model_prices
+    # lab.tokens loads tiktoken (and its encodings): only counting real calls needs it
     from lab.tokens import count_messages, encoding_name_for_model, get_encoding, provider_for_model
 
     model = call.get("model", default_model)
@@ -241,9 +245,6 @@ def _suggest_response_cache(frame: pd.DataFrame, total: float) -> Suggestion | N
 
 
 def _suggest_prefix_cache(frame: pd.DataFrame, total: float) -> Suggestion | None:
-    from lab.models import model_info
-    from lab.pricing import model_prices
-
     saving, affected, prefix_tokens = 0.0, 0, 0
     blocked = []
     for (provider, model, _), idx in frame.groupby(["provider", "model", "prefix_text"]).indices.items():
@@ -311,10 +312,7 @@ def _suggest_cap_output(frame: pd.DataFrame, total: float) -> Suggestion | None:
 
 
 def _suggest_route(frame: pd.DataFrame, total: float, max_drop: float) -> Suggestion | None:
-    from lab.models import _table
-    from lab.pricing import model_prices
-
-    table = _table()["models"]
+    table = model_table()["models"]
     best = None
     for (provider, model), idx in frame.groupby(["provider", "model"]).indices.items():
         own = table.get(f"{provider}/{model}")
@@ -338,11 +336,3 @@ def _suggest_route(frame: pd.DataFrame, total: float, max_drop: float) -> Sugges
                       saving, _pct(saving, total), n,
                       "quality scores in lab/data/models.toml are illustrative: run your own evals first")
 
-
-def parts_by_model(report: TokenReport) -> pd.DataFrame:
-    """Tokens per part for each model (a quick pivot for notebooks)."""
-    sums = defaultdict(dict)
-    for model, rows in report.calls.groupby("model"):
-        for part in PARTS:
-            sums[model][part] = int(rows[f"{part}_tokens"].sum())
-    return pd.DataFrame(sums).T

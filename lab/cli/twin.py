@@ -12,8 +12,8 @@ from lab import twin
 from lab.errors import ConfigError
 from lab.files import write_text_atomic
 from lab.loader import load_scenario, scenario_from_dict
-from lab.projections import project, run_seeds, scale_analysis
-from lab.tomlwrite import dumps
+from lab.projections import project, scale_analysis
+from lab.runs import seed_metrics
 
 DEFAULT_SEEDS = 5
 
@@ -46,7 +46,7 @@ def cmd_twin(args) -> int:
     print()
     print(twin.validate(cal.scenario, s, seeds=seeds))
     if args.out:
-        text = dumps(cal.scenario_dict, header=cal.story())
+        text = twin.scenario_toml(cal.scenario_dict, header=cal.story())
         scenario_from_dict(tomllib.loads(text), path=args.out)   # what we write must load
         write_text_atomic(args.out, text)
         print(f"\ncalibrated scenario written to {args.out}; try `costlab run {args.out}` after adding "
@@ -57,7 +57,7 @@ def cmd_twin(args) -> int:
 def cmd_project(args) -> int:
     seeds = _positive_seeds(args.seeds)
     scenario = load_scenario(args.scenario)
-    runs = run_seeds(scenario, seeds, args.requests)
+    runs = seed_metrics(scenario, seeds, args.requests)
     print(project(scenario, growth_per_month=args.growth, runs=runs))
     if args.scale:
         try:

@@ -8,15 +8,16 @@ mean reduction, as `SCORE_FORMULA` says. No seed value is ever put in the result
 
 from __future__ import annotations
 
-import html
 import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from lab.fmt import html_text
 from lab.grading.challenge import SCORE_FORMULA, Challenge
 from lab.grading.policy_schema import Policy, build_scenario
+from lab.runs import seed_metrics
 
 
 @dataclass
@@ -39,27 +40,15 @@ class Evaluation:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><td>{html.escape(name)}</td><td>{c['value']:.4g}</td><td>{html.escape(c['op'])} {c['limit']:g}</td>"
+            f"<tr><td>{html_text(name)}</td><td>{c['value']:.4g}</td><td>{html_text(c['op'])} {c['limit']:g}</td>"
             f"<td>{'✅' if c['met'] else '❌'}</td></tr>" for name, c in self.constraints.items())
         m = self.metrics
         return (f"<h4>score {self.score:.2f} {'(passed)' if self.passed else ''}</h4>"
                 f"<p>reduction {m['reduction_pct']:.2f} % (worst seed {m['reduction_pct_min']:.2f} %) over "
                 f"{m['seeds']} seeds of {m['requests_per_seed']:,} requests · badges: "
-                f"{html.escape(', '.join(self.badges) or 'none yet')}</p>"
+                f"{html_text(', '.join(self.badges) or 'none yet')}</p>"
                 f"<table><tr><th>constraint</th><th>worst seed</th><th>limit</th><th></th></tr>{rows}</table>"
-                f"<p><small>{html.escape(self.formula)}</small></p>")
-
-
-def _seed_metrics(result) -> dict:
-    from lab.ledger import ERROR, REJECTED
-
-    s = result.summary()
-    outcome = result.run.outcome
-    failed = float(np.isin(outcome, (ERROR, REJECTED)).mean()) if len(outcome) else 0.0
-    return {"reduction_pct": float(s["reduction_pct"]), "p95_ms": float(s["latency_ms"]["p95"]),
-            "quality_mean": float(s["quality_mean"]), "failed_share": failed,
-            "cache_hit_rate": float(s["cache_hit_rate"]), "cost_usd": float(s["cost_usd"]),
-            "baseline_cost_usd": float(s["baseline_cost_usd"]), "requests": int(s["requests"])}
+                f"<p><small>{html_text(self.formula)}</small></p>")
 
 
 def _finite(x: float, bad: float) -> float:
@@ -69,29 +58,16 @@ def _finite(x: float, bad: float) -> float:
 def evaluate(challenge: Challenge, policy: Policy, seeds, requests: int | None = None,
              progress: bool = False) -> Evaluation:
     """Simulate the policy on each seed and score it (see SCORE_FORMULA)."""
-    import lab
-
     start = time.perf_counter()
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("evaluate needs at least one seed")
     scenario = build_scenario(challenge, policy)
-    n = requests or challenge.requests
-    per_seed = []
-    iterator = seeds
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(seeds, desc=f"{challenge.id}: seeds", leave=False)
-    for seed in iterator:
-        per_seed.append(_seed_metrics(lab.simulate(scenario, seed=int(seed), requests=n, progress=False)))
+    per_seed = seed_metrics(scenario, seeds, requests or challenge.requests, progress=progress)
     g = challenge.goal
     metrics = {
         "reduction_pct": _finite(float(np.mean([m["reduction_pct"] for m in per_seed])), 0.0),
         "reduction_pct_min": _finite(min(m["reduction_pct"] for m in per_seed), 0.0),
         "p95_ms": _finite(max(m["p95_ms"] for m in per_seed), math.inf),
         "quality_min": _finite(min(m["quality_mean"] for m in per_seed), 0.0),
-        "error_rate_max": _finite(max(m["failed_share"] for m in per_seed), 1.0),
+        "error_rate_max": _finite(max(m["failed_rate"] for m in per_seed), 1.0),
         "cache_hit_rate": float(np.mean([m["cache_hit_rate"] for m in per_seed])),
         "cost_usd": float(np.mean([m["cost_usd"] for m in per_seed])),
         "baseline_cost_usd": float(np.mean([m["baseline_cost_usd"] for m in per_seed])),
