@@ -34,8 +34,8 @@ from lab.ledger import OUTCOMES
 # =========================================================================== palette
 
 #: the one palette (matplotlib's tab10 order); series k of a chart takes PALETTE[k]
-BLUE, ORANGE, GREEN, RED, PURPLE, BROWN, PINK, CYAN = PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+BLUE, ORANGE, GREEN, RED, PURPLE, CYAN = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#17becf"
+PALETTE = (BLUE, ORANGE, GREEN, RED, PURPLE, "#8c564b", "#e377c2", CYAN)
 GREY = "#9e9e9e"
 GUIDE = "#555555"            # dotted guides: the 95 % line, waterfall steps, tolerance ticks
 #: what a colour means wherever it appears

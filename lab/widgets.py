@@ -466,10 +466,4 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def dashboard_for(scenario, *knob_labels, **options) -> Dashboard:
-    """A dashboard with just these knobs (labels from `KNOBS`), e.g. for one lesson's stage."""
-    return Dashboard(scenario, knobs=knob_labels or DEFAULT_KNOBS, **options)
-
-
-__all__ = ["DEFAULT_KNOBS", "KNOBS", "PLAYGROUND", "Dashboard", "Debouncer", "Knob", "Run", "dashboard_for",
-           "default_scheduler"]
+__all__ = ["DEFAULT_KNOBS", "KNOBS", "PLAYGROUND", "Dashboard", "Debouncer", "Knob", "Run", "default_scheduler"]

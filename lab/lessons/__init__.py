@@ -67,11 +67,9 @@ from lab.lessons.prices import (
 from lab.lessons.scenarios import (
     CASCADE_MODELS,
     ROUTING_SCENARIO,
-    TPM_SCENARIO,
     build,
     scenario_dict,
     scenario_path,
-    scenarios_dir,
     stale_catalog_dict,
     variant,
 )
@@ -119,8 +117,8 @@ def _exercise(key: str) -> Exercise:
 
 __all__ = [
     "CASCADE_MODELS", "LESSONS", "LESSON_MODELS", "LIVE_PROMPT", "ROUTING_SCENARIO", "SWEEP_CAPACITIES",
-    "SWEEP_TTLS", "TPM_SCENARIO", "Check", "Exercise", "budget_table", "build", "call_cost_usd", "call_costs",
+    "SWEEP_TTLS", "Check", "Exercise", "budget_table", "build", "call_cost_usd", "call_costs",
     "calls_table", "che_lru_hit_ratio", "compare", "exercise", "long_system_prompt", "price_sheet", "run",
-    "run_variants", "scenario_dict", "scenario_path", "scenarios_dir", "stale_catalog_dict", "sweep_values",
+    "run_variants", "scenario_dict", "scenario_path", "stale_catalog_dict", "sweep_values",
     "table", "token_counts", "variant", "with_incident", "worst_case_usd",
 ]
