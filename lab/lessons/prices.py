@@ -93,7 +93,7 @@ def worst_case_usd(model: str, prompt: str, max_tokens: int, system: str | None 
     `max_tokens` at the output price; nothing is sent.
     """
     from lab.live import Session  # the live adapters load tiktoken (and the SDKs when they call)
-    from lab.providers.live import Chat  # beside them
+    from lab.providers.live import Chat  # the same adapters module (tiktoken)
 
     provider, name = split_model(model)
     session = Session(budget_usd=0.0, base_url="http://127.0.0.1:9")    # never called: only counts
