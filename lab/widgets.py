@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import html
 import io
 import math
 import threading
@@ -27,11 +26,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import ipywidgets as widgets
-import numpy as np
 from matplotlib.figure import Figure
 
+from lab import fmt, plots, runs
+from lab.config import did_you_mean
 from lab.errors import CostlabError
 from lab.ledger import ERROR, REJECTED
+from lab.lessons.scenarios import build, scenario_dict, scenario_path
+from lab.sweep import SweepError, apply_point, child, parse_path, set_path
 
 # =========================================================================== knobs
 
@@ -122,8 +124,6 @@ PLAYGROUND = {
 
 def _applies(data: dict, path: str) -> bool:
     """Whether `path` names a field of a table the scenario has (the field itself may be a default)."""
-    from lab.sweep import SweepError, set_path
-
     probe = copy.deepcopy(data)
     try:
         set_path(probe, path, 0)
@@ -136,8 +136,6 @@ def _applies(data: dict, path: str) -> bool:
 
 def _current(data: dict, path: str, default):
     """The value `path` has in the scenario dict, or `default` when it is not written out."""
-    from lab.sweep import SweepError, child, parse_path
-
     node = data
     try:
         for key in parse_path(path):
@@ -232,6 +230,10 @@ class Run:
     error_rate: float
 
 
+#: the `lab.runs.metrics` a dashboard run keeps in its history
+RUN_METRICS = ("cost_usd", "baseline_cost_usd", "p95_ms", "quality_mean", "error_rate")
+
+
 @dataclass
 class _State:
     result: object = None
@@ -249,18 +251,14 @@ class Dashboard:
 
     def __init__(self, scenario="support-chatbot", knobs: Sequence = DEFAULT_KNOBS, *, requests: int = 2000,
                  seed: int = 0, debounce_s: float = 0.4, scheduler: Callable | None = None, quality_floor: float | None = None):
-        from lab import lessons
-
         if isinstance(scenario, Mapping):
             self.base, self.path = copy.deepcopy(dict(scenario)), None
         else:
-            self.path = lessons.scenario_path(scenario)
-            self.base = lessons.scenario_dict(self.path)
+            self.path = scenario_path(scenario)
+            self.base = scenario_dict(self.path)
         self.requests, self.seed, self.quality_floor = int(requests), int(seed), quality_floor
         unknown = [k for k in knobs if not isinstance(k, Knob) and k not in KNOBS]
         if unknown:
-            from lab.config import did_you_mean
-
             raise CostlabError(f"knob {unknown[0]!r}: expected one of {', '.join(KNOBS)}{did_you_mean(unknown[0], KNOBS)}")
         self.knobs = [k if isinstance(k, Knob) else KNOBS[k] for k in knobs]
         self.knobs = [k for k in self.knobs if _applies(self.base, k.path)]
@@ -277,7 +275,7 @@ class Dashboard:
         self._lock = threading.Lock()
         self._quiet = False
         self._debouncer = Debouncer(debounce_s, self.update, scheduler)
-        title = html.escape(str(self.base.get("name", "scenario")))
+        title = fmt.html_text(self.base.get("name", "scenario"))
         header = widgets.HTML(f"<b>costlab dashboard · {title}</b> · {self.requests:,} requests, seed {self.seed}")
         self.widget = widgets.VBox([header, widgets.VBox(list(self.controls.values())), self.status,
                                     self.chart, self.numbers])
@@ -322,10 +320,7 @@ class Dashboard:
 
     def scenario(self):
         """The scenario the controls describe (validated; raises ScenarioError on a bad combination)."""
-        from lab import lessons
-        from lab.sweep import apply_point
-
-        return lessons.build(apply_point(self.base, self.settings()), self.path)
+        return build(apply_point(self.base, self.settings()), self.path)
 
     # -- running -----------------------------------------------------------------
 
@@ -356,88 +351,72 @@ class Dashboard:
 
     def update(self):
         """Simulate the current settings now and redraw; errors are shown, never raised."""
-        from lab import lessons
-
         with self._lock:
             settings = self.settings()
             try:
-                result = lessons.run(self.scenario(), self.seed, self.requests)
-                result.summary()
+                result = runs.run(self.scenario(), self.seed, self.requests)
+                m = runs.metrics(result)
             except CostlabError as exc:
                 return self._show_error(str(exc))
             except Exception as exc:      # a bug must not vanish into an event loop's log
                 return self._show_error(f"unexpected {type(exc).__name__}: {exc}")
-            s = result.summary()
             state = self._state
             state.result, state.error, state.runs = result, None, state.runs + 1
-            state.history.append(Run(settings, s["cost_usd"], s["baseline_cost_usd"], s["latency_ms"]["p95"],
-                                     s["quality_mean"], s["error_rate"]))
+            state.history.append(Run(settings, **{k: m[k] for k in RUN_METRICS}))
             self.chart.value = _png(self._figure())
             self.numbers.value = self._numbers_html()
-            self.status.value = (f"<span style='color:#2ca02c'>run {state.runs}: {s['requests']:,} requests "
+            self.status.value = (f"<span style='color:{plots.SAVED}'>run {state.runs}: {m['requests']:,} requests "
                                  f"simulated</span>")
             return result
 
     def _show_error(self, message: str):
         self._state.error = message
-        self.status.value = (f"<div style='color:#d62728;border-left:4px solid #d62728;padding:2px 8px'>"
-                             f"<b>this setting cannot run:</b> {html.escape(message)}<br>"
+        self.status.value = (f"<div style='color:{plots.WORSE};border-left:4px solid {plots.WORSE};padding:2px 8px'>"
+                             f"<b>this setting cannot run:</b> {fmt.html_text(message)}<br>"
                              f"<small>the charts below still show the last run that worked</small></div>")
         return None
 
     # -- drawing -----------------------------------------------------------------
 
     def _figure(self) -> Figure:
-        from lab import lessons
-
-        r, s = self._state.result, self._state.result.summary()
+        r, m = self._state.result, runs.metrics(self._state.result)
         fig = Figure(figsize=(10, 6.2), layout="constrained")
         (ax_cost, ax_lat), (ax_q, ax_hist) = fig.subplots(2, 2)
-        base_cost, cost = s["baseline_cost_usd"], s["cost_usd"]
-        ax_cost.bar([0, 1], [base_cost, cost], color=[lessons.GREY, lessons.BLUE], width=0.6)
+        base_cost, cost = m["baseline_cost_usd"], m["cost_usd"]
+        ax_cost.bar([0, 1], [base_cost, cost], color=[plots.BASELINE, plots.OPTIMIZED], width=0.6)
         ax_cost.set_xticks([0, 1], ["without\noptimization", "optimized"])
-        ax_cost.set_title(f"Cost: {s['reduction_pct']:.1f} % less", fontsize=10)
+        ax_cost.set_title(f"Cost: {fmt.pct(m['reduction_pct'])} less", fontsize=10)
         ax_cost.set_ylabel("USD")
         for x, v in ((0, base_cost), (1, cost)):
-            ax_cost.text(x, v, f"${v:,.4f}", ha="center", va="bottom", fontsize=8)
+            ax_cost.text(x, v, fmt.usd(v), ha="center", va="bottom", fontsize=8)
         ax_cost.set_ylim(0, max(base_cost, cost) * 1.2 or 1)
 
-        sla = r.scenario.sla.p95_ms
-        for lat, color, label in ((r.latency_ms(baseline=True), lessons.GREY, "without optimization"),
-                                  (r.latency_ms(), lessons.BLUE, "optimized")):
-            v = np.sort(np.maximum(lat.astype(float), 1e-3))
-            ax_lat.plot(v, np.arange(1, len(v) + 1) / len(v), color=color, lw=1.5, label=label)
-        if sla:
-            ax_lat.axvline(sla, color=lessons.RED, ls="--", lw=1, label=f"SLA {sla:,.0f} ms")
-        ax_lat.set_xscale("log")
-        ax_lat.set_ylim(0, 1.01)
-        ax_lat.set_xlabel("latency (ms, log)")
-        ax_lat.set_title(f"Latency: p95 {s['latency_ms']['p95']:,.0f} ms", fontsize=10)
-        ax_lat.legend(fontsize=7, loc="upper left")
-        ax_lat.grid(alpha=0.3, which="both")
+        plots.latency_cdf(r, ax=ax_lat)
+        ax_lat.set_title(f"Latency: p95 {fmt.ms(m['p95_ms'])}", fontsize=10)
 
         served = (r.baseline.outcome != ERROR) & (r.baseline.outcome != REJECTED)
         q_base = float(r.baseline.quality[served].mean()) if served.any() else 0.0
-        ax_q.bar([0, 1], [q_base, s["quality_mean"]], color=[lessons.GREY, lessons.BLUE], width=0.6)
+        ax_q.bar([0, 1], [q_base, m["quality_mean"]], color=[plots.BASELINE, plots.OPTIMIZED], width=0.6)
         ax_q.set_xticks([0, 1], ["without\noptimization", "optimized"])
         if self.quality_floor is not None:
-            ax_q.axhline(self.quality_floor, color=lessons.RED, ls="--", lw=1, label="quality floor")
+            ax_q.axhline(self.quality_floor, color=plots.WORSE, ls="--", lw=1, label="quality floor")
             ax_q.legend(fontsize=7)
-        lo = min(q_base, s["quality_mean"], self.quality_floor or 1.0)
+        lo = min(q_base, m["quality_mean"], self.quality_floor or 1.0)
         ax_q.set_ylim(max(0.0, lo - 0.1), 1.02)
-        for x, v in ((0, q_base), (1, s["quality_mean"])):
+        for x, v in ((0, q_base), (1, m["quality_mean"])):
             ax_q.text(x, v, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
-        ax_q.set_title(f"Quality (errors: {100 * s['error_rate']:.1f} %)", fontsize=10)
+        ax_q.set_title(f"Quality (errors: {fmt.share(m['error_rate'])})", fontsize=10)
 
         hist = self._state.history
         xs = [h.cost_usd for h in hist]
         ys = [h.p95_ms for h in hist]
-        ax_hist.plot(xs, ys, color=lessons.GREY, lw=0.8, marker="o", ms=4, alpha=0.7)
-        ax_hist.scatter(xs[-1:], ys[-1:], color=lessons.ORANGE, s=60, zorder=3, label="this run")
-        if sla:
-            ax_hist.axhline(sla, color=lessons.RED, ls="--", lw=1)
-        ax_hist.set_xlabel("cost (USD)")
-        ax_hist.set_ylabel("p95 latency (ms)")
+        ax_hist.plot(xs, ys, color=plots.BASELINE, lw=0.8, marker="o", ms=4, alpha=0.7)
+        ax_hist.scatter(xs[-1:], ys[-1:], color=plots.ORANGE, s=60, zorder=3, label="this run")
+        sla_ms = r.scenario.sla.p95_ms
+        if sla_ms:
+            ax_hist.axhline(sla_ms, color=plots.WORSE, ls="--", lw=1)
+        ax_hist.set_xlabel(runs.LABELS["cost_usd"])
+        ax_hist.set_ylabel(runs.LABELS["p95_ms"])
         ax_hist.set_title(f"Your {len(hist)} run(s): cost against p95", fontsize=10)
         ax_hist.legend(fontsize=7)
         ax_hist.grid(alpha=0.3)
@@ -445,13 +424,14 @@ class Dashboard:
 
     def _numbers_html(self) -> str:
         s = self.summary
-        rows = [("cost (USD)", f"{s['baseline_cost_usd']:,.4f}", f"{s['cost_usd']:,.4f}"),
-                ("p95 latency (ms)", f"{s['baseline']['latency_ms']['p95']:,.0f}", f"{s['latency_ms']['p95']:,.0f}"),
-                ("errors", f"{100 * s['baseline']['error_rate']:.2f} %", f"{100 * s['error_rate']:.2f} %"),
-                ("cache hit rate", "0.0 %", f"{100 * s['cache_hit_rate']:.1f} %"),
+        base = s["baseline"]
+        rows = [("cost (USD)", f"{s['baseline_cost_usd']:,.4f}", f"{s['cost_usd']:,.4f}"),   # runs cents apart
+                ("p95 latency", fmt.ms(base["latency_ms"]["p95"]), fmt.ms(s["latency_ms"]["p95"])),
+                ("errors", fmt.share(base["error_rate"], 2), fmt.share(s["error_rate"], 2)),
+                ("cache hit rate", fmt.share(0.0), fmt.share(s["cache_hit_rate"])),
                 ("mean quality", "", f"{s['quality_mean']:.3f}")]
         body = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
-        knobs = "; ".join(f"{html.escape(k.label)} = {html.escape(_fmt(self.controls[k.label].value, k))}"
+        knobs = "; ".join(f"{fmt.html_text(k.label)} = {fmt.html_text(_shown(self.controls[k.label].value, k))}"
                           for k in self.knobs)
         return (f"<table><tr><th></th><th>baseline</th><th>optimized</th></tr>{body}</table>"
                 f"<small>{knobs}</small>")
@@ -459,19 +439,20 @@ class Dashboard:
     # -- display -----------------------------------------------------------------
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
+        from IPython.display import display  # jupyter: only a notebook front end displays a dashboard
 
         display(self.widget)
 
     def __repr__(self) -> str:
         s = self.summary
-        shown = f"cost ${s['cost_usd']:.4f}, p95 {s['latency_ms']['p95']:,.0f} ms" if s else "no run yet"
+        shown = f"cost {fmt.usd(s['cost_usd'])}, p95 {fmt.ms(s['latency_ms']['p95'])}" if s else "no run yet"
         return f"<Dashboard {self.base.get('name', '')!r}: {len(self.knobs)} knobs; {shown}>"
 
 
-def _fmt(value, knob: Knob) -> str:
+def _shown(value, knob: Knob) -> str:
+    """A control's value as the dashboard lists it."""
     v = knob.coerce(value)
-    return f"{v:,.4g}" if isinstance(v, float) else str(v)
+    return fmt.number(v) if isinstance(v, float) else str(v)
 
 
 def _key(label: str) -> str:
@@ -485,10 +466,4 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def dashboard_for(scenario, *knob_labels, **options) -> Dashboard:
-    """A dashboard with just these knobs (labels from `KNOBS`), e.g. for one lesson's stage."""
-    return Dashboard(scenario, knobs=knob_labels or DEFAULT_KNOBS, **options)
-
-
-__all__ = ["DEFAULT_KNOBS", "KNOBS", "PLAYGROUND", "Dashboard", "Debouncer", "Knob", "Run", "dashboard_for",
-           "default_scheduler"]
+__all__ = ["DEFAULT_KNOBS", "KNOBS", "PLAYGROUND", "Dashboard", "Debouncer", "Knob", "Run", "default_scheduler"]

@@ -221,7 +221,7 @@ def test_variant_changes_a_copy_by_dotted_path():
 
 def test_scenarios_found_from_the_notebooks_folder_when_installed(monkeypatch, tmp_path, root):
     # An installed costlab (Binder) has no scenarios/ next to the package; a notebook runs in notebooks/.
-    monkeypatch.setattr(lessons, "ROOT", tmp_path)
+    monkeypatch.setattr(lessons.scenarios, "ROOT", tmp_path)
     monkeypatch.chdir(root / "notebooks")
     assert lessons.scenario_path("support-chatbot") == root / "scenarios" / "support-chatbot.toml"
     monkeypatch.chdir(tmp_path)

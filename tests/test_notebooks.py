@@ -1,5 +1,6 @@
-"""The lesson notebooks: committed without outputs, in step with notebooks/build.py, and every one
-runs top to bottom headless (papermill, small parameters) with no error.
+"""The lesson notebooks: committed without outputs, in step with their jupytext sources (notebooks/NN_*.py,
+challenges/*/template.py, written out by notebooks/sync.py), and every lesson runs top to bottom headless
+(papermill, small parameters) with no error.
 
 The notebooks run two at a time in subprocesses (`python lab/grading/_papermill.py`, papermill's
 command line without its slow optional import), each with a kernelspec written into a temporary
@@ -10,6 +11,7 @@ that runs longer than CELL_TIMEOUT_S fails the run; the run time of every notebo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from lab.grading import SCORE_FORMULA, list_challenges
 from lab.lessons import LESSONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +45,7 @@ def test_committed_notebook_has_no_outputs_and_a_parameters_cell(number, filenam
     nb = _notebook(NOTEBOOKS / filename)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
-        f"{filename}: commit notebooks without outputs (python notebooks/build.py)"
+        f"{filename}: commit notebooks without outputs (python notebooks/sync.py)"
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{filename}: expected one cell tagged 'parameters'"
     assert "requests =" in tagged[0].source and "seed =" in tagged[0].source
@@ -54,10 +57,55 @@ def test_committed_notebook_has_no_outputs_and_a_parameters_cell(number, filenam
     assert f'lessons.exercise("{number}")' in text and ".check(" in text
 
 
-def test_notebooks_are_what_build_py_writes():
-    done = subprocess.run([sys.executable, str(NOTEBOOKS / "build.py"), "--check"], capture_output=True, text=True,
+def test_notebooks_are_what_their_sources_generate():
+    """Every lesson and challenge template has a py:percent source, and its committed .ipynb is what that writes."""
+    missing = [f for _, f, _ in LESSONS if not (NOTEBOOKS / f).with_suffix(".py").is_file()]
+    assert not missing, f"lessons without a .py source: {missing}"
+    done = subprocess.run([sys.executable, str(NOTEBOOKS / "sync.py"), "--check"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_cell_ids_come_from_the_cells_not_their_positions():
+    """Inserting a cell changes no other cell's id; identical cells are told apart by a suffix."""
+    spec = importlib.util.spec_from_file_location("notebook_sync", NOTEBOOKS / "sync.py")
+    sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync)
+    cell_ids = sync.cell_ids
+    cells = [nbformat.v4.new_markdown_cell("# a"), nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("x")]
+    before = cell_ids(cells)
+    after = cell_ids([cells[0], nbformat.v4.new_code_cell("y = 2"), *cells[1:]])
+    assert after[:1] + after[2:] == before and len(set(after)) == 4
+    twice = cell_ids([cells[2], cells[2]])
+    assert twice[1] == f"{twice[0]}-2"
+
+
+def test_lessons_link_to_each_other_as_listed():
+    """Lesson 00's table and every lesson's "Next:" link name the lessons as `lab.lessons.LESSONS` does."""
+    first = "\n".join(c.source for c in _notebook(NOTEBOOKS / LESSONS[0][1]).cells)
+    for number, filename, title in LESSONS:
+        assert f"| {number} | [{title}]({filename}) |" in first, number
+    for (number, filename, _), (next_number, next_file, next_title) in zip(LESSONS, LESSONS[1:]):
+        last = _notebook(NOTEBOOKS / filename).cells[-1].source
+        assert f"**Next:** [{next_number} · {next_title}]({next_file})" in last, number
+
+
+def test_challenge_templates_state_their_challenge():
+    """A template's goals, rules, hints and starter pipeline are those of its challenge.toml."""
+    for ch in list_challenges(ROOT / "challenges"):
+        nb = _notebook(ch.notebook_path)
+        text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        g = ch.goal
+        stages = ", ".join(f"`{s}`" for s in ch.allowed_stages) or "any registered stage"
+        facts = [f"# {ch.title}\n*{ch.level} challenge `{ch.id}`*", ch.summary, SCORE_FORMULA,
+                 f"cut cost by at least **{g.target_reduction_pct:g} %**", f"p95 latency ≤ **{g.sla_p95_ms:,.0f} ms**",
+                 f"quality_mean ≥ **{g.quality_floor:g}**", f"at most **{100 * g.error_budget:g} %**",
+                 f"Stages allowed here: {stages}", *(f"{k}. {h}" for k, h in enumerate(ch.hints, 1))]
+        assert not [f for f in facts if f not in text], (ch.id, [f for f in facts if f not in text])
+        starter = next(c.source for c in nb.cells if c.cell_type == "code" and c.source.startswith("pipeline = "))
+        scope: dict = {}
+        exec(starter, scope)
+        assert scope["pipeline"] == list(ch.starter_pipeline), ch.id
 
 
 @pytest.fixture(scope="module")

@@ -31,17 +31,24 @@ CONSTANT_TOKENS = {"input_tokens": {"dist": "constant", "value": 1000},
                    "output_tokens": {"dist": "constant", "value": 200}}
 
 
-def test_t_quantiles_match_tables():
-    from lab.projections import mean_ci, t_quantile_975  # the table this tests is gone (scipy.stats.t now)
+@pytest.mark.parametrize("df,table", [(1, 12.706), (4, 2.776), (10, 2.228), (30, 2.042), (40, 2.021), (120, 1.980)])
+def test_mean_ci_uses_the_t_quantiles_of_the_tables(df, table):
+    """The 95 % interval's half-width is t_{0.975, n-1} s / sqrt(n), with t from the printed tables
+    (Student's t table, 3 decimals; e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2)."""
+    from lab.analysis.stats import mean_ci
 
-    # t_{0.975} for 1, 4, 10, 30 (table) and 40, 120 (Cornish-Fisher; tables: 2.021, 1.980)
-    assert t_quantile_975(1) == 12.706 and t_quantile_975(4) == 2.776
-    assert t_quantile_975(10) == 2.228 and t_quantile_975(30) == 2.042
-    assert t_quantile_975(40) == pytest.approx(2.021, abs=0.001)
-    assert t_quantile_975(120) == pytest.approx(1.980, abs=0.001)
-    mean, half = mean_ci([1.0, 2.0, 3.0])
-    assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
-    assert math.isnan(mean_ci([5.0])[1])
+    n = df + 1
+    x = np.arange(n, dtype=float)                # sample sd = sqrt(n (n + 1) / 12)
+    ci = mean_ci(x)
+    sd = math.sqrt(n * (n + 1) / 12)
+    assert ci.mean == pytest.approx((n - 1) / 2)
+    assert ci.half == pytest.approx(table * sd / math.sqrt(n), rel=5e-4)
+
+
+def test_mean_ci_of_one_value_has_no_interval():
+    from lab.analysis.stats import mean_ci
+
+    assert math.isnan(mean_ci([5.0]).half)
 
 
 def test_growth_factor_is_the_integral_of_compounded_growth():

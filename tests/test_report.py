@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 
 import lab
 from lab import plots
-from lab.analysis.report import Chart, build_report
 from lab.cli import main
+from lab.report import Chart, build_report
 
 SCENARIO = "scenarios/support-chatbot.toml"
 PNG = b"\x89PNG\r\n\x1a\n"

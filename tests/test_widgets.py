@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from lab import lessons
+from lab import runs
 from lab.errors import CostlabError
 from lab.widgets import KNOBS, PLAYGROUND, Dashboard, Debouncer, Knob, default_scheduler
 
@@ -128,7 +128,7 @@ def test_an_unexpected_failure_is_shown_too(monkeypatch):
     def broken(*args, **kwargs):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(lessons, "run", broken)
+    monkeypatch.setattr(runs, "run", broken)
     dash.controls["cache capacity"].value = 40
     assert dash.error == "unexpected ZeroDivisionError: boom"
     assert "ZeroDivisionError" in dash.status.value

@@ -26,11 +26,10 @@ from lab.analysis.baselines import (
 from lab.analysis.forecast import forecast_cost, holt_winters, seasonal_naive
 from lab.analysis.frame import cost_series, read_ledger, time_series
 from lab.analysis.kpi import KPI, Formula, KPIError, kpi_table, standard_kpis
-from lab.analysis.report import build_report
 from lab.analysis.token_analyzer import analyze_calls
 
 __all__ = ["KPI", "AlertRules", "BaselineStore", "Comparison", "Formula", "KPIError", "analyze_calls", "attribute",
-           "build_report", "compare", "compare_scenarios", "cost_series", "detect_cost_anomalies",
+           "compare", "compare_scenarios", "cost_series", "detect_cost_anomalies",
            "evaluate_alerts", "forecast_cost", "holt_winters", "kpi_table", "measure_detector", "read_ledger",
            "rolling_iqr", "rolling_zscore", "run_metrics", "run_seeds", "savings_by_strategy", "seasonal_naive",
            "standard_kpis", "time_series"]

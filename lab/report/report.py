@@ -147,7 +147,7 @@ def _finalize(value):
     return value if isinstance(value, Markup) else Markup(fmt.html_text(value))
 
 
-_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("lab.analysis", "templates"), autoescape=True,
+_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("lab.report", "templates"), autoescape=True,
                                 finalize=_finalize, undefined=jinja2.StrictUndefined,
                                 trim_blocks=True, lstrip_blocks=True)
 _TEMPLATES.tests.update(bold=lambda x: isinstance(x, Bold), badge=lambda x: isinstance(x, Badge),

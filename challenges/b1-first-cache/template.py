@@ -1,0 +1,98 @@
+# %% [markdown]
+# # First cache: stop paying twice for the same question
+# *beginner challenge `b1-first-cache`*
+#
+# A support chatbot answers Zipf-popular questions behind a long system prompt. Without optimization every question is a full gpt-4o-mini call, and on busy seeds p95 latency breaks the SLA. Put a response cache in front of the model: cut the bill by half while p95 stays under 6.5 s.
+#
+# | goal | on every private seed |
+# |---|---|
+# | target | cut cost by at least **50 %** |
+# | SLA | p95 latency ≤ **6,500 ms** |
+# | quality floor | quality_mean ≥ **0.99** |
+# | error budget | at most **1 %** of requests failed |
+#
+# **How you are graded.** You hand in a *policy*: the pipeline of stages and their parameters,
+# written by `lab.policy.submit`. The grader re-runs this notebook, reads only that policy and
+# simulates it itself on **private seeds** (different traffic from the public seeds below). Numbers
+# printed here are for you; they are not used. score = mean over the seeds of reduction_pct (percent of the no-optimization baseline's cost saved, on the same requests), rounded to 2 decimals and floored at 0; score = 0 when any constraint fails on any seed: p95 latency > sla_p95_ms, quality_mean < quality_floor, or failed share (errors + rejections) > error_budget. passed = constraints met and score >= target_reduction_pct. Ties rank by the earlier submission.
+#
+# Stages allowed here: `cache`, `dedup`. Their fields are documented in `scenarios/README.md`.
+
+# %% tags=["parameters"]
+# Parameters (papermill): the grader replaces these values. Keep this cell tagged "parameters".
+challenge_path = "challenge.toml"   # this challenge's spec
+policy_path = "policy.json"         # where lab.policy.submit writes your policy
+preview_requests = None             # None: the challenge's own size; the grader uses a small number
+grading = False                     # True while the grader runs this notebook
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+
+import lab.policy
+from lab.grading import load_challenge
+
+challenge = load_challenge(challenge_path)
+challenge
+
+# %% [markdown]
+# ## 1. The baseline
+# *Question:* with no optimization at all, which constraint fails, and by how much? Guess before you run.
+
+# %%
+baseline = lab.policy.preview([], challenge, requests=preview_requests, progress=False)
+baseline
+
+# %% [markdown]
+# ## 2. Your policy
+# Edit the pipeline: stages act in the order listed. `preview` scores it on the public seeds
+# exactly as the grader will on the private ones.
+
+# %%
+pipeline = [
+    {"stage": "cache", "capacity": 200},
+]
+
+# %%
+result = lab.policy.preview(pipeline, challenge, requests=preview_requests, progress=False)
+result
+
+# %% [markdown]
+# ## 3. Explore
+# *Try it:* add candidates below and compare them. Which one is closest to the target while keeping
+# a margin on every constraint? (Skipped while grading, to keep the grader fast.)
+
+# %%
+candidates = {"mine": pipeline, "none": []}
+# candidates["bigger"] = [{"stage": "cache", "capacity": 5000}]
+
+if not grading:
+    rows = {name: lab.policy.preview(p, challenge, requests=preview_requests, progress=False).metrics
+            for name, p in candidates.items()}
+    table = pd.DataFrame(rows).T[["score", "reduction_pct", "p95_ms", "quality_min", "error_rate_max"]]
+    ax = table["reduction_pct"].plot.barh(title="cost reduction on the public seeds (%)")
+    ax.axvline(challenge.goal.target_reduction_pct, color="k", linestyle="--", label="target")
+    ax.legend()
+    plt.show()
+    display(table)
+
+# %% [markdown]
+# <details><summary><b>Hints</b> (open when stuck)</summary>
+#
+# 1. Run the preview with an empty pipeline first: what is the baseline's p95 latency, and why does it fail the SLA?
+# 2. Popularity is Zipf (alpha 0.9) over 10,000 questions: how many distinct questions do 10,000 requests ask? Size the cache for that.
+# 3. The chatbot serves two tenants (retail, travel). Does the same question need a separate cache entry per tenant? Look at the cache's `shared` field.
+# 4. A cache hit answers in 2 ms instead of seconds: every hit also pulls p95 latency down.
+# </details>
+
+# %% [markdown]
+# ## 4. Submit
+# *Self-check:* the policy is validated against this challenge's rules before it is written; a typo
+# fails here, not at grading time. Hand in this notebook (the grader writes to `policy_path`).
+
+# %%
+policy = lab.policy.submit(pipeline, path=policy_path, challenge=challenge)
+if not result.constraints_met:
+    print("warning: this policy breaks a constraint on the public seeds; it would probably score 0")
+policy

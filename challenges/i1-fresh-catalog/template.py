@@ -1,0 +1,98 @@
+# %% [markdown]
+# # Fresh catalog: a 500-entry cache that never serves a stale price
+# *intermediate challenge `i1-fresh-catalog`*
+#
+# An e-commerce assistant answers questions about 5,000 products whose prices and stock change a few times a second. Your Redis holds at most 500 answers, and a stale price is a support ticket: quality must stay at 0.999 or better. Save 60 % and keep p95 under 2.2 s.
+#
+# | goal | on every private seed |
+# |---|---|
+# | target | cut cost by at least **60 %** |
+# | SLA | p95 latency ≤ **2,200 ms** |
+# | quality floor | quality_mean ≥ **0.999** |
+# | error budget | at most **1 %** of requests failed |
+#
+# **How you are graded.** You hand in a *policy*: the pipeline of stages and their parameters,
+# written by `lab.policy.submit`. The grader re-runs this notebook, reads only that policy and
+# simulates it itself on **private seeds** (different traffic from the public seeds below). Numbers
+# printed here are for you; they are not used. score = mean over the seeds of reduction_pct (percent of the no-optimization baseline's cost saved, on the same requests), rounded to 2 decimals and floored at 0; score = 0 when any constraint fails on any seed: p95 latency > sla_p95_ms, quality_mean < quality_floor, or failed share (errors + rejections) > error_budget. passed = constraints met and score >= target_reduction_pct. Ties rank by the earlier submission.
+#
+# Stages allowed here: `cache`, `dedup`, `semantic_cache`. Their fields are documented in `scenarios/README.md`.
+
+# %% tags=["parameters"]
+# Parameters (papermill): the grader replaces these values. Keep this cell tagged "parameters".
+challenge_path = "challenge.toml"   # this challenge's spec
+policy_path = "policy.json"         # where lab.policy.submit writes your policy
+preview_requests = None             # None: the challenge's own size; the grader uses a small number
+grading = False                     # True while the grader runs this notebook
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+
+import lab.policy
+from lab.grading import load_challenge
+
+challenge = load_challenge(challenge_path)
+challenge
+
+# %% [markdown]
+# ## 1. The baseline
+# *Question:* with no optimization at all, which constraint fails, and by how much? Guess before you run.
+
+# %%
+baseline = lab.policy.preview([], challenge, requests=preview_requests, progress=False)
+baseline
+
+# %% [markdown]
+# ## 2. Your policy
+# Edit the pipeline: stages act in the order listed. `preview` scores it on the public seeds
+# exactly as the grader will on the private ones.
+
+# %%
+pipeline = [
+    {"stage": "cache", "capacity": 500},
+]
+
+# %%
+result = lab.policy.preview(pipeline, challenge, requests=preview_requests, progress=False)
+result
+
+# %% [markdown]
+# ## 3. Explore
+# *Try it:* add candidates below and compare them. Which one is closest to the target while keeping
+# a margin on every constraint? (Skipped while grading, to keep the grader fast.)
+
+# %%
+candidates = {"mine": pipeline, "none": []}
+# candidates["bigger"] = [{"stage": "cache", "capacity": 5000}]
+
+if not grading:
+    rows = {name: lab.policy.preview(p, challenge, requests=preview_requests, progress=False).metrics
+            for name, p in candidates.items()}
+    table = pd.DataFrame(rows).T[["score", "reduction_pct", "p95_ms", "quality_min", "error_rate_max"]]
+    ax = table["reduction_pct"].plot.barh(title="cost reduction on the public seeds (%)")
+    ax.axvline(challenge.goal.target_reduction_pct, color="k", linestyle="--", label="target")
+    ax.legend()
+    plt.show()
+    display(table)
+
+# %% [markdown]
+# <details><summary><b>Hints</b> (open when stuck)</summary>
+#
+# 1. Which products fill a 500-entry cache under LRU, and which under LFU, when popularity is Zipf(1.0)?
+# 2. `invalidate_on_update` and `versioned` keep answers fresh: what happens to quality_mean when you turn them off?
+# 3. Misses on the same product arrive while the first answer is still being generated: who can merge them?
+# 4. Order matters: a request goes through the stages in the order you list them.
+# </details>
+
+# %% [markdown]
+# ## 4. Submit
+# *Self-check:* the policy is validated against this challenge's rules before it is written; a typo
+# fails here, not at grading time. Hand in this notebook (the grader writes to `policy_path`).
+
+# %%
+policy = lab.policy.submit(pipeline, path=policy_path, challenge=challenge)
+if not result.constraints_met:
+    print("warning: this policy breaks a constraint on the public seeds; it would probably score 0")
+policy

@@ -1,0 +1,86 @@
+"""Experiments a lesson runs: variants on the same request stream, one-knob sweeps, and their tables.
+
+Every run goes through `lab.runs` and every table has its metric names (`lab.runs.LABELS`), so a
+lesson's `p95_ms` is the p95 a sweep, a grader or a report means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from lab.dists import zipf_probabilities
+from lab.runs import metrics, run
+
+
+def run_variants(variants: Mapping, seed: int = 0, requests: int | None = None) -> dict:
+    """Simulate each variant (label -> Scenario) on the same seed: label -> Result."""
+    return {label: run(s, seed, requests) for label, s in variants.items()}
+
+
+def table(results: Mapping) -> pd.DataFrame:
+    """One row of `lab.runs.metrics` per result (label -> Result)."""
+    frame = pd.DataFrame({label: metrics(r) for label, r in results.items()}).T
+    frame.index.name = "variant"
+    return frame.astype({"requests": int, "provider_calls": int})
+
+
+def compare(variants: Mapping, seed: int = 0, requests: int | None = None) -> pd.DataFrame:
+    """Run every variant on the same request stream and tabulate them (one row each)."""
+    return table(run_variants(variants, seed, requests))
+
+
+def sweep_values(make: Callable, values, seed: int = 0, requests: int | None = None, *,
+                 label: str = "value") -> pd.DataFrame:
+    """`lab.runs.metrics` of `make(v)` (a Scenario) for each value v, indexed by the value: a one-knob sweep."""
+    frame = pd.DataFrame({v: metrics(run(make(v), seed, requests)) for v in values}).T
+    frame.index.name = label
+    return frame
+
+
+def budget_table(results: Mapping) -> pd.DataFrame:
+    """Per run (label -> Result): the largest tenant's spend, rejected and served shares, p95, quality."""
+    rows = {}
+    for label, r in results.items():
+        m = metrics(r)
+        by_tenant = r.ledger.groupby("tenant", observed=True)["cost_usd"].sum()
+        rows[label] = {"max_tenant_spend_usd": float(by_tenant.max()), "rejected_rate": m["rejected_rate"],
+                       "served_share": 1.0 - m["failed_rate"], "p95_ms": m["p95_ms"], "quality_mean": m["quality_mean"]}
+    frame = pd.DataFrame(rows).T
+    frame.index.name = "action"
+    return frame
+
+
+def with_incident(ledger: pd.DataFrame, start_s: float, end_s: float, factor: float = 3.0) -> pd.DataFrame:
+    """A copy of a ledger in which requests arriving in [start_s, end_s) cost `factor` times more.
+
+    A stand-in for an incident (a deploy that tripled prompt sizes for an hour), so an anomaly
+    detector has something real to find; the baseline column is left as it was.
+    """
+    out = ledger.copy()
+    mask = (out["t_arrival_s"] >= start_s) & (out["t_arrival_s"] < end_s)
+    out.loc[mask, "cost_usd"] = out.loc[mask, "cost_usd"] * factor
+    return out
+
+
+def che_lru_hit_ratio(catalog: int, alpha: float, capacity: int) -> float:
+    """Steady-state LRU hit ratio under Zipf(`alpha`) popularity (Che's approximation): lesson 03's theory curve.
+
+    Solve sum_i (1 - exp(-q_i T)) = C for the characteristic time T (bisection on log T),
+    then hit = sum_i q_i (1 - exp(-q_i T)). Che, Tung & Wang, IEEE JSAC 20(7), 2002.
+    """
+    if capacity >= catalog:
+        return 1.0
+    q = zipf_probabilities(catalog, alpha)
+    lo, hi = -30.0, 60.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if np.sum(1 - np.exp(-q * math.exp(mid))) < capacity:
+            lo = mid
+        else:
+            hi = mid
+    t = math.exp((lo + hi) / 2)
+    return float(np.sum(q * (1 - np.exp(-q * t))))
