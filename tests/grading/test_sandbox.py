@@ -129,7 +129,7 @@ class Listener:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     base = tmp_path_factory.mktemp("class")
     private = base / "private"
     seeds = PrivateDir(private).init([CHALLENGE], seeds_per_challenge=3)[CHALLENGE]

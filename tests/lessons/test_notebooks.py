@@ -26,7 +26,7 @@ import pytest
 from lab.grading import SCORE_FORMULA, list_challenges
 from lab.lessons import LESSONS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 CELL_TIMEOUT_S = 120
 #: papermill parameters for CI: small runs (every notebook also runs with its own defaults)
