@@ -61,17 +61,3 @@ def test_dedup_followers_share_a_leaders_error():
     r = lab.simulate(s, progress=False)
     assert (r.ledger.outcome == "error").all()
     assert r.summary()["cost_usd"] == 0
-
-
-
-def test_dedup_before_cache_releases_followers_when_the_cache_answers_the_leader():
-    """A leader answered by a later stage (a cache hit) still releases the requests waiting on it."""
-    traffic = {"arrivals": {"process": "poisson", "rate_per_s": 500.0}, "prompts": {"catalog": 3}}
-    r = sim([{"stage": "dedup"}, {"stage": "cache", "hit_latency_ms": 50}], requests=3000, latency_ms=200,
-            traffic=traffic)
-    led = r.ledger
-    assert (led.outcome != "ok").sum() > 2900
-    followers = led[led.outcome == "deduplicated"]
-    assert len(followers) > 0
-    assert (followers.latency_ms >= 0).all()
-    assert r.summary()["provider_calls"] == 3
