@@ -15,6 +15,7 @@ import numpy as np
 from lab import store as lab_store
 from lab.cli.table import print_table
 from lab.fmt import number, share, usd
+from lab.grading.store import Leaderboard
 from lab.ledger import write_ledger
 
 
@@ -88,10 +89,26 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _graded_passes(url: str) -> dict[tuple[str, str], bool]:
+    """(student, challenge) -> passed, from the leaderboard in the database at `url` (if it has one)."""
+    board = Leaderboard(url)
+    try:
+        subs = board.submissions()
+    finally:
+        board.close()
+    return {(r.student, r.challenge): bool(r.passed) for r in subs.itertuples()} if len(subs) else {}
+
+
 def cmd_class_progress(args) -> int:
-    table = _store(args).class_progress()
+    store = _store(args)
+    table = store.class_progress()
+    graded = _graded_passes(args.leaderboard or store.url)
+    for (student, challenge), passed in graded.items():
+        if student not in table.index or challenge not in table.columns or table.loc[student, challenge] != "passed":
+            table.loc[student, challenge] = "passed" if passed else "graded"
+    table = table.fillna("").sort_index().reindex(sorted(table.columns), axis=1)
     if args.json:
-        print(_store(args).progress().to_json(orient="records"))
+        print(table.reset_index(names="learner").to_json(orient="records"))
         return 0
     if table.empty:
         print("no progress recorded yet (learners' self-checks record it when COSTLAB_STORE names this store)")
@@ -143,5 +160,7 @@ def register(subparsers) -> None:
     ksub = k.add_subparsers(dest="class_command", metavar="COMMAND", required=True)
     p = ksub.add_parser("progress", help="who has passed which lesson's self-check and tried which challenge")
     _store_arg(p)
+    p.add_argument("--leaderboard", metavar="URL", default=None,
+                   help="where graded submissions are (default: the store's own database, shared with it)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_class_progress)

@@ -8,7 +8,7 @@
     lab.store.compare(run_id, other_id)  # the paired comparison of lab.analysis.baselines
 
 The store is `~/.costlab/lab.db` (SQLite) unless `$COSTLAB_STORE` names another path or a
-database URL (a class's `postgresql://...`); `lab.store.use(url)` switches in a notebook.
+database URL (a class's `postgresql://...`); `lab.store.use(url)` switches to another.
 """
 
 from __future__ import annotations
@@ -24,21 +24,26 @@ STORE_ENV = "COSTLAB_STORE"
 DEFAULT_PATH = Path("~/.costlab/lab.db")
 
 _open: dict[str, Store] = {}
+_current: list[str] = []      # the store `use(url)` chose for this process, if any
 
 
 def default_url() -> str:
-    """$COSTLAB_STORE, else ~/.costlab/lab.db."""
-    return os.environ.get(STORE_ENV) or str(DEFAULT_PATH.expanduser())
+    """The store in use: the one `use(url)` chose, else $COSTLAB_STORE, else ~/.costlab/lab.db."""
+    return (_current[-1] if _current else None) or os.environ.get(STORE_ENV) or str(DEFAULT_PATH.expanduser())
 
 
 def configured() -> bool:
-    """True when a store was chosen ($COSTLAB_STORE set, or the default file already exists)."""
-    return bool(os.environ.get(STORE_ENV)) or DEFAULT_PATH.expanduser().is_file()
+    """True when a store was chosen (`use(url)`, $COSTLAB_STORE, or the default file already exists)."""
+    return bool(_current) or bool(os.environ.get(STORE_ENV)) or DEFAULT_PATH.expanduser().is_file()
 
 
 def use(url: str | os.PathLike | None = None) -> Store:
-    """The store at `url` (default: `default_url()`), opened once per process and migrated."""
-    key = str(url or default_url())
+    """The store at `url`, which then serves `save`, `runs`, `load`... in this process; without
+    `url`, the store in use (`default_url()`). Each is opened (and migrated) once per process.
+    """
+    if url is not None:
+        _current[:] = [str(url)]
+    key = default_url()
     if key not in _open:
         _open[key] = Store(key)
     return _open[key]

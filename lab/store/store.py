@@ -23,10 +23,12 @@ from importlib import metadata as importlib_metadata
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy import exc
 
 from lab.analysis.baselines import Comparison, compare, run_metrics
 from lab.db import insert_ignore, normalize_url, open_engine, reader, retrying, shown_url
 from lab.errors import ConfigError
+from lab.grading.private import known_private_seeds
 from lab.loader import scenario_from_dict
 from lab.pricing import PRICE_DATE
 from lab.result import Result
@@ -53,19 +55,8 @@ def costlab_version() -> str:
 
 
 def _secrets() -> list[str]:
-    """Values a store must never hold: API keys and tokens from the environment, private seeds' text."""
-    values = [v for k, v in os.environ.items() if k.endswith(SECRET_ENV_SUFFIXES) and len(v) >= 8]
-    return values
-
-
-def _private_seeds() -> set[int]:
-    """Seeds named in $COSTLAB_PRIVATE_SEEDS (the grader's hidden seeds): never saved."""
-    seeds: set[int] = set()
-    for part in os.environ.get("COSTLAB_PRIVATE_SEEDS", "").split(";"):
-        for text in part.partition("=")[2].split(","):
-            if text.strip().lstrip("-").isdigit():
-                seeds.add(int(text))
-    return seeds
+    """Values a store must never hold: API keys and tokens from the environment."""
+    return [v for k, v in os.environ.items() if k.endswith(SECRET_ENV_SUFFIXES) and len(v) >= 8]
 
 
 def _check_clean(texts: dict[str, str], seed: int | None) -> None:
@@ -74,7 +65,7 @@ def _check_clean(texts: dict[str, str], seed: int | None) -> None:
             if secret in text:
                 raise ConfigError(f"store: refusing to save: the {what} contains an API key or token "
                                   "from the environment")
-    if seed is not None and seed in _private_seeds():
+    if seed is not None and seed in known_private_seeds():
         raise ConfigError("store: refusing to save a run on a private (grading) seed")
 
 
@@ -116,7 +107,11 @@ class Store:
         self.url = normalize_url(url)
         self.engine = open_engine(self.url, "store", busy_timeout_s=busy_timeout_s)
         self.dialect = self.engine.dialect.name
-        retrying(lambda: migrate(self.engine, shown_url(self.url)), lambda: None, f"store {shown_url(self.url)}")
+        try:
+            retrying(lambda: migrate(self.engine, shown_url(self.url)), lambda: None, f"store {shown_url(self.url)}")
+        except exc.DBAPIError as e:       # not a database, unreachable, no permission
+            self.engine.dispose()
+            raise ConfigError(f"store {shown_url(self.url)}: cannot open: {str(e.orig).splitlines()[0]}") from None
 
     def __repr__(self) -> str:
         return f"Store({shown_url(self.url)!r})"
