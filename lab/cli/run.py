@@ -8,7 +8,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from lab import store as lab_store
+import lab.store as lab_store
 from lab.cli.table import print_table
 from lab.files import write_json_atomic
 from lab.ledger import write_ledger

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
-from lab import store as lab_store
+import lab.store as lab_store
 from lab.cli.table import print_table
 from lab.fmt import number, share, usd
 from lab.grading.store import Leaderboard
@@ -37,7 +38,7 @@ def cmd_runs(args) -> int:
              "-" if r.reduction_pct is None else f"{r.reduction_pct:.1f} %", ",".join(r.tags), r.created_at[:19])
             for r in frame.itertuples()]
     print_table(rows, ("id", "experiment", "kind", "scenario", "seed", "requests", "cost", "reduction", "tags",
-                       "saved (UTC)"))
+                       "saved (UTC)"), sys.stdout)
     return 0
 
 
@@ -60,7 +61,7 @@ def cmd_show(args) -> int:
         facts += [("baseline cost", usd(s["baseline_cost_usd"])), ("reduction", f"{s['reduction_pct']:.1f} %"),
                   ("cache hit rate", share(s["cache_hit_rate"])),
                   ("latency p95", f"{s['latency_ms']['p95']:,.0f} ms")]
-    print_table(facts, ("", ""))
+    print_table(facts, ("", ""), sys.stdout)
     return 0
 
 
@@ -78,7 +79,7 @@ def cmd_compare(args) -> int:
         sig = {True: "yes", False: "no", None: "n/a"}[r["significant"]]
         rows.append((f"{r['label']} ({r['unit']})", number(r["baseline"]), number(r["candidate"]),
                      f"{r['change_pct']:+.1f} %", ci, sig))
-    print_table(rows, ("metric", "baseline", "candidate", "change", "95 % CI of change", "significant"))
+    print_table(rows, ("metric", "baseline", "candidate", "change", "95 % CI of change", "significant"), sys.stdout)
     return 0
 
 
@@ -115,7 +116,7 @@ def cmd_class_progress(args) -> int:
         return 0
     items = list(table.columns)
     print_table([(owner, *(table.loc[owner, c] or "." for c in items)) for owner in table.index],
-                ("learner", *items))
+                ("learner", *items), sys.stdout)
     done = {c: int((table[c] == "passed").sum()) for c in items}
     print("\npassed: " + ", ".join(f"{c} {n}/{len(table)}" for c, n in done.items()))
     return 0
