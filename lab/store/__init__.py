@@ -25,6 +25,7 @@ DEFAULT_PATH = Path("~/.costlab/lab.db")
 
 _open: dict[str, Store] = {}
 _current: list[str] = []      # the store `use(url)` chose for this process, if any
+_unreachable: set[str] = set()   # stores progress could not be written to (not retried)
 
 
 def default_url() -> str:
@@ -89,13 +90,15 @@ def progress(owner: str | None = None):
 def record_progress(kind: str, item: str, passed: bool) -> bool:
     """Record a lesson's self-check or a challenge attempt when a store is configured.
 
-    Returns whether it was recorded; it never raises, so a lesson never fails for its store.
+    Returns whether it was recorded; it never raises, so a lesson never fails for its store, and
+    a store that could not be reached is not tried again in this process (no lesson stalls).
     """
-    if not configured():
+    if not configured() or default_url() in _unreachable:
         return False
     try:
         use().record_progress(kind, item, passed)
     except Exception:   # noqa: BLE001 — progress is a courtesy; the lesson goes on whatever the database says
+        _unreachable.add(default_url())
         return False
     return True
 

@@ -108,10 +108,12 @@ class Store:
         self.engine = open_engine(self.url, "store", busy_timeout_s=busy_timeout_s)
         self.dialect = self.engine.dialect.name
         try:
+            self.engine.connect().close()    # unreachable or refused: say so now, no retries
             retrying(lambda: migrate(self.engine, shown_url(self.url)), lambda: None, f"store {shown_url(self.url)}")
         except exc.DBAPIError as e:       # not a database, unreachable, no permission
             self.engine.dispose()
-            raise ConfigError(f"store {shown_url(self.url)}: cannot open: {str(e.orig).splitlines()[0]}") from None
+            first = (str(e.orig).strip().splitlines() or [type(e.orig).__name__])[0]
+            raise ConfigError(f"store {shown_url(self.url)}: cannot open: {first}") from None
 
     def __repr__(self) -> str:
         return f"Store({shown_url(self.url)!r})"

@@ -132,7 +132,18 @@ def test_eight_writers_lose_nothing_and_double_nothing(url, fresh):
     procs = [ctx.Process(target=_writer, args=(url, k, fresh, out)) for k in range(WRITERS)]
     for p in procs:
         p.start()
+    reader, polls = Store(url), 0
+    while True:                       # meanwhile, a reader never sees half a run
+        with reader.engine.connect() as conn:
+            pairs = conn.execute(sa.text("SELECT r.id, r.ledger_rows, coalesce(sum(c.rows), 0) FROM costlab_runs r "
+                                         "LEFT JOIN costlab_ledger_chunks c ON c.run_id = r.id GROUP BY r.id, "
+                                         "r.ledger_rows")).all()
+        assert all(rows == chunk_rows == REQUESTS for _, rows, chunk_rows in pairs)
+        polls += 1
+        if len(pairs) == WRITERS * PER_WRITER or not any(p.is_alive() for p in procs):
+            break
     ids = [i for _ in procs for i in out.get(timeout=240)]
+    assert polls >= 1
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
@@ -194,29 +205,30 @@ def test_a_recorded_run_grows_by_appends_and_closes(url, fresh):
 # --------------------------------------------------------------------------- migrations
 
 
-def _v1_store(path: Path, ledger: pd.DataFrame, summary: dict, toml_text: str) -> None:
+def _v1_store(url: str, ledger: pd.DataFrame, summary: dict, toml_text: str) -> None:
     """A store as schema version 1 wrote it: one ledger blob per run in costlab_ledgers, no `kind`."""
-    conn = sqlite3.connect(path)
-    for ddl in V1_DDL:
-        conn.execute(v1_sql(ddl, "sqlite"))
-    conn.execute("INSERT INTO costlab_store_schema VALUES (1, '2026-11-20T10:00:00.000000Z')")
-    conn.execute("INSERT INTO costlab_experiments VALUES (1, 'ada', 'old', '[]', '', '2026-11-20T10:00:00.000000Z')")
-    conn.execute("INSERT INTO costlab_runs (id, run_uid, experiment_id, owner, scenario_name, scenario_toml, "
-                 "scenario_sha256, scenario_path, seed, requests, requested, costlab_version, prices_as_of, "
-                 "rules_as_of, summary, tags, note, created_at, wall_s, simulated_s) VALUES (1, 'u1', 1, 'ada', "
-                 "'support-chatbot', ?, NULL, ?, 3, ?, ?, '0.0.9', '2026-11-01', '2026-11-01', ?, '[]', '', "
-                 "'2026-11-20T10:00:00.000000Z', NULL, 1.0)",
-                 (toml_text, str(SCENARIO), REQUESTS, REQUESTS, json.dumps(summary)))
-    conn.execute("INSERT INTO costlab_ledgers VALUES (1, ?)", (_parquet(ledger),))
-    conn.execute("INSERT INTO costlab_baselines VALUES ('ada', 'before', 1, '', '2026-11-20T10:00:00.000000Z')")
-    conn.commit()
-    conn.close()
+    engine = sa.create_engine(normalize_url(url))
+    at = "2026-11-20T10:00:00.000000Z"
+    with engine.begin() as conn:
+        for ddl in V1_DDL:
+            conn.exec_driver_sql(v1_sql(ddl, engine.dialect.name))
+        conn.execute(sa.text("INSERT INTO costlab_store_schema VALUES (1, :at)"), {"at": at})
+        conn.execute(sa.text("INSERT INTO costlab_experiments (owner, name, tags, notes, created_at) "
+                             "VALUES ('ada', 'old', '[]', '', :at)"), {"at": at})
+        conn.execute(sa.text(
+            "INSERT INTO costlab_runs (run_uid, experiment_id, owner, scenario_name, scenario_toml, scenario_sha256, "
+            "scenario_path, seed, requests, requested, costlab_version, prices_as_of, rules_as_of, summary, tags, "
+            "note, created_at, wall_s, simulated_s) VALUES ('u1', 1, 'ada', 'support-chatbot', :toml, NULL, :path, "
+            "3, :n, :n, '0.0.9', '2026-11-01', '2026-11-01', :summary, '[]', '', :at, NULL, 1.0)"),
+            {"toml": toml_text, "path": str(SCENARIO), "n": REQUESTS, "summary": json.dumps(summary), "at": at})
+        conn.execute(sa.text("INSERT INTO costlab_ledgers VALUES (1, :blob)"), {"blob": _parquet(ledger)})
+        conn.execute(sa.text("INSERT INTO costlab_baselines VALUES ('ada', 'before', 1, '', :at)"), {"at": at})
+    engine.dispose()
 
 
-def test_a_version_1_store_is_migrated_and_its_runs_reopen(tmp_path, fresh):
-    path = tmp_path / "old.db"
-    _v1_store(path, fresh.ledger, fresh.summary(), SCENARIO.read_text())
-    store = Store(path)
+def test_a_version_1_store_is_migrated_and_its_runs_reopen(url, fresh):
+    _v1_store(url, fresh.ledger, fresh.summary(), SCENARIO.read_text())
+    store = Store(url)
     with store.engine.connect() as conn:
         assert current_version(conn, "x") == SCHEMA_VERSION == 2
         names = sa.inspect(conn).get_table_names()
@@ -226,7 +238,8 @@ def test_a_version_1_store_is_migrated_and_its_runs_reopen(tmp_path, fresh):
     pd.testing.assert_frame_equal(store.ledger(1), fresh.ledger, check_exact=True)
     assert json.dumps(store.load(1).summary()) == json.dumps(fresh.summary())
     assert store.baseline("before", owner="ada") == 1
-    Store(path)                                       # opening again changes nothing
+    assert store.save(fresh, "old", owner="ada") == 2        # the serial key carries on after the migration
+    Store(url)                                        # opening again changes nothing
     with store.engine.connect() as conn:
         versions = [r[0] for r in conn.exec_driver_sql("SELECT version FROM costlab_store_schema ORDER BY 1")]
     assert versions == [1, 2]
