@@ -359,3 +359,14 @@ def test_class_progress_table(tmp_path):
     assert table.loc["ada", "lesson 00"] == "passed" and table.loc["ada", "lesson 02"] == "tried"
     assert table.loc["bo", "b1-first-cache"] == "tried" and table.loc["ada", "b1-first-cache"] == ""
     assert np.array_equal(table.index, ["ada", "bo"])
+
+
+def test_a_challenge_preview_records_an_attempt(tmp_path, monkeypatch):
+    import lab.policy
+    monkeypatch.setattr(lab.store, "_current", [])
+    monkeypatch.setenv("COSTLAB_STORE", str(tmp_path / "class.db"))
+    monkeypatch.setenv("COSTLAB_OWNER", "bo")
+    lab.policy.preview([{"stage": "cache", "capacity": 500}], "b1-first-cache", seeds=[0], requests=300,
+                       progress=False)
+    p = Store(tmp_path / "class.db").progress("bo")
+    assert p[["kind", "item", "attempts", "passed"]].values.tolist() == [["challenge", "b1-first-cache", 1, False]]
