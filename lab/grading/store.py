@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import html
 import json
-import random
 import secrets
 import time
 import uuid
@@ -28,8 +27,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from lab.db import insert_ignore, normalize_url, open_engine, reader, shown_url
-from lab.errors import ConfigError, CostlabError
+from lab.db import insert_ignore, normalize_url, open_engine, reader, retrying, shown_url
+from lab.errors import CostlabError
 
 _ADJECTIVES = ("amber", "brave", "calm", "clever", "crisp", "eager", "fuzzy", "gentle", "golden", "happy", "jolly",
                "keen", "lively", "lucky", "mellow", "nimble", "proud", "quick", "quiet", "rapid", "shiny", "silent",
@@ -145,31 +144,24 @@ class Leaderboard:
                "constraints_met": bool(sub.constraints_met), "passed": bool(sub.passed), "reason": sub.reason,
                "metrics": json.dumps(sub.metrics, sort_keys=True), "badges": json.dumps(sorted(sub.badges)),
                "notebook_sha256": sub.notebook_sha256, "grading_s": float(sub.grading_s)}
-        last_error: Exception | None = None
-        for attempt in range(12):
-            try:
-                with self.engine.begin() as conn:
-                    if self._exists(conn, sub.submission_id):
-                        return sub
-                    self._ensure_student(conn, sub.student, sub.submitted_at)
-                    if daily_limit:
-                        used = self._count_day(conn, sub.challenge, sub.student, row["day"])
-                        if used >= daily_limit:
-                            raise SubmissionLimitReached(
-                                f"{sub.student} has used all {daily_limit} submissions for {sub.challenge} "
-                                f"today ({row['day']} UTC); try again tomorrow")
-                    conn.execute(submissions.insert().values(**row))
-                return sub
-            except exc.IntegrityError as e:       # a pseudonym collision, or our own earlier commit
-                last_error = e
-                if self._exists_now(sub.submission_id):
+
+        def attempt() -> Submission:
+            with self.engine.begin() as conn:
+                if self._exists(conn, sub.submission_id):
                     return sub
-            except (exc.OperationalError, exc.InterfaceError) as e:   # locked, or a dropped connection
-                last_error = e
-                if self._exists_now(sub.submission_id):
-                    return sub
-            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
-        raise ConfigError(f"leaderboard: could not record submission {sub.submission_id}: {last_error}")
+                self._ensure_student(conn, sub.student, sub.submitted_at)
+                if daily_limit:
+                    used = self._count_day(conn, sub.challenge, sub.student, row["day"])
+                    if used >= daily_limit:
+                        raise SubmissionLimitReached(
+                            f"{sub.student} has used all {daily_limit} submissions for {sub.challenge} "
+                            f"today ({row['day']} UTC); try again tomorrow")
+                conn.execute(submissions.insert().values(**row))
+            return sub
+
+        # a pseudonym collision, a lock or a dropped connection is retried; our own earlier commit is found
+        return retrying(attempt, lambda: sub if self._exists_now(sub.submission_id) else None,
+                        f"leaderboard: could not record submission {sub.submission_id}")
 
     def _exists(self, conn, submission_id: str) -> bool:
         q = sa.select(submissions.c.id).where(submissions.c.submission_id == submission_id)
