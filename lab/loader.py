@@ -8,6 +8,7 @@ dataclasses stay a leaf. A field the file leaves out takes its default from the 
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def scenario_from_dict(data: dict, path: str = "<scenario>") -> Scenario:
     sla_t.done()
     top.done()
     scenario = Scenario(name=name, description=description, traffic=traffic, providers=providers,
-                        pipeline=pipeline, sla=sla, duration_s=duration_s, requests=requests, path=path)
+                        pipeline=pipeline, sla=sla, duration_s=duration_s, requests=requests, path=path,
+                        source=copy.deepcopy(data))
     validate_pipeline(scenario, Table(path, "", {}))
     return scenario
 

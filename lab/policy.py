@@ -21,6 +21,7 @@ from lab.files import write_json_atomic
 from lab.grading.challenge import Challenge, load_challenge
 from lab.grading.evaluate import evaluate
 from lab.grading.policy_schema import POLICY_VERSION, Policy, parse_policy
+from lab.store import record_progress
 
 
 def _challenge(challenge):
@@ -38,11 +39,16 @@ def check(pipeline, challenge, model: str | None = None) -> Policy:
 
 def preview(pipeline, challenge="challenge.toml", *, seeds=None, requests: int | None = None,
             model: str | None = None, progress: bool = True):
-    """Score a pipeline on the challenge's public seeds (or `seeds`), as the grader will on private ones."""
+    """Score a pipeline on the challenge's public seeds (or `seeds`), as the grader will on private ones.
+
+    With an experiment store configured the attempt is recorded (as tried: only grading passes).
+    """
     ch = _challenge(challenge)
     policy = check(pipeline, ch, model)
-    return evaluate(ch, policy, seeds if seeds is not None else ch.public_seeds, requests=requests,
-                    progress=progress)
+    scored = evaluate(ch, policy, seeds if seeds is not None else ch.public_seeds, requests=requests,
+                      progress=progress)
+    record_progress("challenge", ch.id, passed=False)
+    return scored
 
 
 def submit(pipeline, path: str | os.PathLike = "policy.json", *, challenge=None, model: str | None = None) -> dict:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
+from lab.errors import CostlabError
 from lab.ledger import CACHE_HIT, ERROR, REJECTED, RunArrays, build_ledger
 from lab.scenario import Scenario
 from lab.traffic import Requests
@@ -38,8 +41,18 @@ class Result:
     baseline: RunArrays
     stages: list
     providers: list
+    requested: int | None = None     # the `requests` override it ran with (None: the scenario's own size)
     _ledger: pd.DataFrame | None = field(default=None, repr=False)
     _summary: dict | None = field(default=None, repr=False)
+
+    #: what `save` calls: `lab.store` sets it when imported (the store is a face above the simulation)
+    saver: ClassVar[Callable | None] = None
+
+    def save(self, experiment: str, *, tags=(), note: str = "", **options) -> int:
+        """Save this run in the experiment store under `experiment`; returns its run id (`import lab.store` first)."""
+        if Result.saver is None:
+            raise CostlabError("result.save needs the experiment store: run `import lab.store` first")
+        return Result.saver(self, experiment, tags=tags, note=note, **options)
 
     @property
     def stage_names(self) -> list[str]:

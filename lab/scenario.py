@@ -148,7 +148,12 @@ class Scenario:
     description: str = ""
     path: str = ""
     stage_names: tuple[str, ...] = field(default=())
+    #: the dict it was read from (what `lab.store` saves as TOML); None once changed in code
+    source: dict | None = field(default=None, compare=False, repr=False)
 
     def replace(self, **changes) -> Scenario:
-        """A copy with some top-level fields changed (e.g. `pipeline=()` for the baseline)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some top-level fields changed (e.g. `pipeline=()` for the baseline).
+
+        The copy no longer matches the file it came from, so it keeps no `source`.
+        """
+        return dataclasses.replace(self, **{"source": None, **changes})

@@ -207,4 +207,4 @@ def simulate(scenario: Scenario, seed: int = 0, requests: int | None = None, *, 
     baseline = base_sim.run_to_end()
     baseline.cost_usd = base_sim.list_price()
     return Result(scenario=scenario, seed=seed, requests=stream, run=run, baseline=baseline,
-                  stages=optimized.stages, providers=optimized.providers)
+                  stages=optimized.stages, providers=optimized.providers, requested=requests)

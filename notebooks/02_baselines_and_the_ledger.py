@@ -10,6 +10,7 @@
 # - explain exactly what the baseline is and why reductions are measured against it
 # - use several seeds and a confidence interval instead of one number
 # - slice the ledger with pandas: by outcome, tenant, time
+# - save experiments, list them, reopen one and compare two, next week as today
 #
 # *How to use it:* run the cells in order (Shift-Enter). Before each experiment, answer its
 # question in your head; then run it and compare. Every number comes from a simulation you can
@@ -19,6 +20,7 @@
 # Parameters (papermill sets these when it runs the notebook headless; keep the "parameters" tag).
 requests = 2000   # requests per simulation: small, so every cell runs in a second or two
 seed = 0          # the same seed gives the same numbers, bit for bit
+store_url = None  # your experiment store: None means $COSTLAB_STORE, else ~/.costlab/lab.db
 
 # %%
 # %matplotlib inline
@@ -73,6 +75,43 @@ plots.seed_costs(runs)
 plots.attribution_bars(result, by="tenant")
 
 # %% [markdown]
+# ## Experiment 4: experiments that last
+# **Question:** next week you will want to compare a new cache with today's. What must you keep
+# from today: the bill, the seeds, the scenario, the ledger?
+#
+# All of it, and the store keeps it: `result.save(name)` writes the run (scenario file, seed,
+# summary, ledger, costlab and price versions) into your store, a file in your home or a
+# class's PostgreSQL. Here: the shipped 1,000-entry cache and a 100-entry one, on three seeds each.
+
+# %%
+import lab.store
+
+store = lab.store.use(store_url)
+small_cache = lessons.variant("support-chatbot", {"pipeline[cache].capacity": 100})
+seeds = range(seed, seed + 3)
+shipped = [lab.simulate(scenario, seed=s, requests=requests).save("lesson-02 cache sizes", tags=["1000 entries"])
+           for s in seeds]
+small = [lab.simulate(small_cache, seed=s, requests=requests).save("lesson-02 cache sizes", tags=["100 entries"])
+         for s in seeds]
+lab.store.runs(experiment="lesson-02 cache sizes").tail(6)[["run_id", "seed", "requests", "cost_usd",
+                                                            "reduction_pct", "tags", "created_at"]]
+
+# %% [markdown]
+# Reopen a run: `lab.store.load` re-runs its stored scenario on its seed and checks the result
+# against what was saved, so it renders, plots and reports exactly like the fresh one.
+
+# %%
+again = lab.store.load(shipped[0])
+plots.cost_over_time(again)
+
+# %% [markdown]
+# Compare the two caches: the runs share their seeds, so the comparison is paired seed by seed
+# (`costlab runs compare` prints the same from the command line).
+
+# %%
+lab.store.compare(small, shipped).table()[["label", "baseline", "candidate", "change_pct", "ci_low", "ci_high"]]
+
+# %% [markdown]
 # ## Try it
 # The task is shown by the next cell. Change the value(s) below, run the check, repeat until it
 # passes. `ex.measure(...)` runs the same small simulation the check runs, so you can explore first.
@@ -99,5 +138,7 @@ ex.check(result, share=share)
 # - a reduction is paired with its baseline on the same requests
 # - report an interval over seeds, not one run's number
 # - the ledger answers the follow-up questions: by tenant, by time, by outcome
+# - `result.save(...)`, `lab.store.runs()`, `lab.store.load(id)`, `lab.store.compare(a, b)` keep
+#   experiments for later (`costlab runs` on the command line)
 #
 # **Next:** [03 · Response caching: policies, TTLs, stampedes](03_response_caching.ipynb)

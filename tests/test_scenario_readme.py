@@ -31,7 +31,7 @@ NO_DEFAULT = object()
 WORDS = {"—": NO_DEFAULT, "the file name": NO_DEFAULT, "see below": NO_DEFAULT, "none": None, "unlimited": None,
          "rules' own": None, "all": (), "cheapest": "", "a sinusoid": (), "every request unique": model.Prompts()}
 #: fields a table does not list because the README gives them a section of their own, or no one sets them
-NOT_IN_A_TABLE = {model.Scenario: {"traffic", "providers", "pipeline", "sla", "path", "stage_names"}}
+NOT_IN_A_TABLE = {model.Scenario: {"traffic", "providers", "pipeline", "sla", "path", "stage_names", "source"}}
 
 
 def _section_class(heading: str):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
+import lab.store as lab_store
 from lab.cli.table import print_table
 from lab.files import write_json_atomic
 from lab.ledger import write_ledger
@@ -34,7 +36,9 @@ def print_result(result, out=sys.stdout) -> None:
 
 def cmd_run(args) -> int:
     scenario = load_scenario(args.scenario)
+    started = time.perf_counter()
     result = simulate(scenario, seed=args.seed, requests=args.requests)
+    wall_s = time.perf_counter() - started
     print_result(result)
     if args.json:
         write_json_atomic(args.json, result.summary())
@@ -42,6 +46,11 @@ def cmd_run(args) -> int:
     if args.ledger:
         write_ledger(result.ledger, args.ledger)
         print(f"ledger ({len(result.ledger):,} rows) written to {args.ledger}")
+    if args.save:
+        store = lab_store.use(args.store)
+        run_id = store.save(result, args.save, tags=args.tag, note=args.note, wall_s=wall_s)
+        print(f"saved as run {run_id} in experiment {args.save!r} ({store!r}); "
+              f"see `costlab runs show {run_id}`")
     return 0
 
 
@@ -132,6 +141,10 @@ def register(subparsers) -> None:
                    help="simulate exactly N requests instead of the scenario's duration_s")
     r.add_argument("--json", metavar="PATH", help="write the summary (the documented JSON contract) here")
     r.add_argument("--ledger", metavar="PATH", help="write one row per request to PATH.csv or PATH.parquet")
+    r.add_argument("--save", metavar="NAME", help="save the run in the experiment store under experiment NAME")
+    r.add_argument("--tag", action="append", default=[], metavar="TAG", help="a tag for the saved run (repeatable)")
+    r.add_argument("--note", default="", help="a note for the saved run")
+    r.add_argument("--store", metavar="URL", help="the store (default $COSTLAB_STORE, else ~/.costlab/lab.db)")
     r.set_defaults(func=cmd_run)
 
     d = subparsers.add_parser("demo", help="run the bundled demo scenario and print its bill",

@@ -97,6 +97,21 @@ class PrivateDir:
         return seeds
 
 
+def known_private_seeds() -> set[int]:
+    """Every private seed this process can see ($COSTLAB_PRIVATE_SEEDS, and seeds.toml when
+    $COSTLAB_PRIVATE_DIR names a readable folder): what the experiment store refuses to save."""
+    seeds = {s for values in _parse_env_seeds(os.environ.get(SEEDS_ENV, "")).values() for s in values}
+    raw = os.environ.get(PRIVATE_ENV)
+    try:
+        table = tomllib.loads((Path(raw) / SEEDS_FILE).read_text(encoding="utf-8")).get("seeds", {}) if raw else {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        table = {}
+    for values in table.values() if isinstance(table, dict) else ():
+        if isinstance(values, list):
+            seeds.update(s for s in values if isinstance(s, int))
+    return seeds
+
+
 def _parse_env_seeds(text: str) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):

@@ -1,7 +1,7 @@
 """The leaderboard: every graded submission, best score per student, pseudonyms, limits, badges.
 
-SQLite by default (WAL journal, a busy timeout, and `BEGIN IMMEDIATE` so concurrent graders
-queue instead of failing); any SQLAlchemy URL for a shared server, e.g. a class's
+SQLite by default (opened by `lab.db`: WAL journal, a busy timeout, and `BEGIN IMMEDIATE` so
+concurrent graders queue instead of failing); any SQLAlchemy URL for a shared server, e.g. a class's
 PostgreSQL (`postgresql://user@host/db` is read with psycopg 3). Writes are idempotent:
 each submission has a unique id, so a grader that retries after a lost connection never
 records a row twice. The per-day limit is checked and the row inserted in one transaction
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import html
 import json
-import random
 import secrets
 import time
 import uuid
@@ -26,9 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy import event, exc
+from sqlalchemy import exc
 
-from lab.errors import ConfigError, CostlabError
+from lab.db import insert_ignore, normalize_url, open_engine, reader, retrying, shown_url
+from lab.errors import CostlabError
 
 _ADJECTIVES = ("amber", "brave", "calm", "clever", "crisp", "eager", "fuzzy", "gentle", "golden", "happy", "jolly",
                "keen", "lively", "lucky", "mellow", "nimble", "proud", "quick", "quiet", "rapid", "shiny", "silent",
@@ -88,17 +88,6 @@ class Submission:
     submitted_at: datetime | None = None
 
 
-def normalize_url(url: str | Path) -> str:
-    """A SQLAlchemy URL; a bare path means SQLite, and postgresql:// uses psycopg 3."""
-    text = str(url)
-    if "://" not in text:
-        return f"sqlite:///{Path(text).expanduser().resolve()}"
-    scheme, rest = text.split("://", 1)
-    if scheme in ("postgresql", "postgres"):
-        return f"postgresql+psycopg://{rest}"
-    return text
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -112,46 +101,14 @@ class Leaderboard:
 
     def __init__(self, url: str | Path, *, busy_timeout_s: float = 60.0):
         self.url = normalize_url(url)
-        try:
-            sa_url = sa.engine.make_url(self.url)
-        except exc.ArgumentError as e:
-            raise ConfigError(f"leaderboard: not a database URL: {url!r} ({e})") from None
-        self.dialect = sa_url.get_backend_name()
-        kwargs: dict = {"future": True}
-        if self.dialect == "sqlite":
-            if sa_url.database and sa_url.database != ":memory:":
-                Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": busy_timeout_s, "check_same_thread": False}
-        else:
-            kwargs["pool_pre_ping"] = True
-        try:
-            self.engine = sa.create_engine(self.url, **kwargs)
-        except (ImportError, exc.NoSuchModuleError) as e:
-            raise ConfigError(f"leaderboard: cannot open {sa_url.render_as_string(hide_password=True)}: {e}") from None
-        if self.dialect == "sqlite":
-            self._sqlite_setup(busy_timeout_s)
+        self.engine = open_engine(self.url, "leaderboard", busy_timeout_s=busy_timeout_s)
+        self.dialect = self.engine.dialect.name
         self._create_tables()
 
     def __repr__(self) -> str:
-        return f"Leaderboard({sa.engine.make_url(self.url).render_as_string(hide_password=True)!r})"
+        return f"Leaderboard({shown_url(self.url)!r})"
 
     # -- setup --------------------------------------------------------------------
-
-    def _sqlite_setup(self, busy_timeout_s: float) -> None:
-        @event.listens_for(self.engine, "connect")
-        def on_connect(dbapi_conn, _record):
-            dbapi_conn.isolation_level = None            # let us issue BEGIN ourselves
-            cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            cur.execute("PRAGMA journal_mode = WAL")
-            cur.execute("PRAGMA synchronous = NORMAL")
-            cur.execute("PRAGMA foreign_keys = ON")
-            cur.close()
-
-        @event.listens_for(self.engine, "begin")
-        def on_begin(conn):
-            # writers take the write lock now, not at their first write; readers (WAL) need none
-            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("costlab_read") else "BEGIN IMMEDIATE")
 
     def _create_tables(self) -> None:
         for attempt in range(5):
@@ -168,18 +125,9 @@ class Leaderboard:
 
     # -- writing ------------------------------------------------------------------
 
-    def _insert_ignore(self, table, values: dict, key: str):
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert  # this database's own dialect only
-        elif self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert  # this database's own dialect only
-        else:
-            return None
-        return insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
-
     def _ensure_student(self, conn, student: str, now: datetime) -> None:
         values = {"student": student, "pseudonym": _random_pseudonym(), "created_at": _iso(now)}
-        stmt = self._insert_ignore(students, values, "student")
+        stmt = insert_ignore(self.dialect, students, values, ["student"])
         if stmt is not None:
             conn.execute(stmt)
         elif conn.execute(sa.select(students.c.student).where(students.c.student == student)).first() is None:
@@ -196,38 +144,31 @@ class Leaderboard:
                "constraints_met": bool(sub.constraints_met), "passed": bool(sub.passed), "reason": sub.reason,
                "metrics": json.dumps(sub.metrics, sort_keys=True), "badges": json.dumps(sorted(sub.badges)),
                "notebook_sha256": sub.notebook_sha256, "grading_s": float(sub.grading_s)}
-        last_error: Exception | None = None
-        for attempt in range(12):
-            try:
-                with self.engine.begin() as conn:
-                    if self._exists(conn, sub.submission_id):
-                        return sub
-                    self._ensure_student(conn, sub.student, sub.submitted_at)
-                    if daily_limit:
-                        used = self._count_day(conn, sub.challenge, sub.student, row["day"])
-                        if used >= daily_limit:
-                            raise SubmissionLimitReached(
-                                f"{sub.student} has used all {daily_limit} submissions for {sub.challenge} "
-                                f"today ({row['day']} UTC); try again tomorrow")
-                    conn.execute(submissions.insert().values(**row))
-                return sub
-            except exc.IntegrityError as e:       # a pseudonym collision, or our own earlier commit
-                last_error = e
-                if self._exists_now(sub.submission_id):
+
+        def attempt() -> Submission:
+            with self.engine.begin() as conn:
+                if self._exists(conn, sub.submission_id):
                     return sub
-            except (exc.OperationalError, exc.InterfaceError) as e:   # locked, or a dropped connection
-                last_error = e
-                if self._exists_now(sub.submission_id):
-                    return sub
-            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
-        raise ConfigError(f"leaderboard: could not record submission {sub.submission_id}: {last_error}")
+                self._ensure_student(conn, sub.student, sub.submitted_at)
+                if daily_limit:
+                    used = self._count_day(conn, sub.challenge, sub.student, row["day"])
+                    if used >= daily_limit:
+                        raise SubmissionLimitReached(
+                            f"{sub.student} has used all {daily_limit} submissions for {sub.challenge} "
+                            f"today ({row['day']} UTC); try again tomorrow")
+                conn.execute(submissions.insert().values(**row))
+            return sub
+
+        # a pseudonym collision, a lock or a dropped connection is retried; our own earlier commit is found
+        return retrying(attempt, lambda: sub if self._exists_now(sub.submission_id) else None,
+                        f"leaderboard: could not record submission {sub.submission_id}")
 
     def _exists(self, conn, submission_id: str) -> bool:
         q = sa.select(submissions.c.id).where(submissions.c.submission_id == submission_id)
         return conn.execute(q).first() is not None
 
     def _reader(self):
-        return self.engine.connect().execution_options(costlab_read=True)
+        return reader(self.engine)
 
     def _exists_now(self, submission_id: str) -> bool:
         try:

@@ -23,6 +23,7 @@ from lab.fmt import html_text, number
 from lab.plots import BLUE, GREEN, RED
 from lab.result import Result
 from lab.runs import metrics
+from lab.store import record_progress
 
 
 @dataclass
@@ -77,15 +78,19 @@ def require_number(value, name: str, *, integer: bool = False) -> None:
 def self_check(judge: Callable) -> Callable:
     """Make `judge(self, ...)`, which returns (pass message, numbers) or fails a `require`, a self-check.
 
-    The check returns a `Check` either way; only a bug in the exercise itself raises.
+    The check returns a `Check` either way; only a bug in the exercise itself raises. When an
+    experiment store is configured, the attempt is recorded as the learner's progress (never
+    failing the lesson when none is, or when the store cannot be reached).
     """
     @functools.wraps(judge)
     def check(self, *args, **settings) -> Check:
         try:
             message, measured = judge(self, *args, **settings)
+            verdict = Check(self.lesson, True, message, measured)
         except NotYet as miss:
-            return Check(self.lesson, False, miss.hint, miss.measured)
-        return Check(self.lesson, True, message, measured)
+            verdict = Check(self.lesson, False, miss.hint, miss.measured)
+        record_progress("lesson", self.lesson, verdict.passed)
+        return verdict
     return check
 
 

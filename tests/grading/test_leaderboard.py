@@ -15,7 +15,8 @@ from multiprocessing import get_context
 import pytest
 import sqlalchemy as sa
 
-from lab.grading.store import Leaderboard, Submission, SubmissionLimitReached, metadata, normalize_url
+from lab.db import normalize_url
+from lab.grading.store import Leaderboard, Submission, SubmissionLimitReached, metadata
 
 PG_ENV = "COSTLAB_TEST_POSTGRES_URL"
 GRADERS, PER_GRADER = 8, 25

@@ -117,7 +117,7 @@ def executed(tmp_path_factory):
     write_kernelspec(work / "jupyter")
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "JUPYTER_PATH")}
     env.update(JUPYTER_PATH=str(work / "jupyter"), JUPYTER_PLATFORM_DIRS="1", PYDEVD_DISABLE_FILE_VALIDATION="1",
-               PYTHONPATH=str(ROOT))
+               PYTHONPATH=str(ROOT), COSTLAB_STORE=str(work / "lab.db"))   # lesson 02 saves runs
     papermill = ROOT / "lab" / "grading" / "_papermill.py"
 
     def run(lesson):

@@ -1,0 +1,117 @@
+"""One way to open a database: SQLite by default, any SQLAlchemy URL (a class's PostgreSQL) for many.
+
+The leaderboard and the experiment store share these practices: a bare path means SQLite
+(its folder made), `postgresql://` is read with psycopg 3, SQLite runs in WAL mode with a busy
+timeout and writers take the write lock at `BEGIN IMMEDIATE` (so concurrent writers queue
+instead of failing), readers use `reader(engine)` (a plain `BEGIN`, which WAL lets run beside
+a writer), and `retrying` re-runs a transaction that lost a lock or a connection.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+
+from lab.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def normalize_url(url: str | Path) -> str:
+    """A SQLAlchemy URL; a bare path means SQLite, and postgresql:// uses psycopg 3."""
+    text = str(url)
+    if "://" not in text:
+        return f"sqlite:///{Path(text).expanduser().resolve()}"
+    scheme, rest = text.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg://{rest}"
+    return text
+
+
+def shown_url(url: str) -> str:
+    """The URL with its password hidden (for messages and reprs)."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def open_engine(url: str | Path, what: str, *, busy_timeout_s: float = 60.0) -> sa.Engine:
+    """An engine for `url`; `what` ("leaderboard", "store") names it in a one-line error."""
+    text = normalize_url(url)
+    try:
+        sa_url = sa.engine.make_url(text)
+    except exc.ArgumentError as e:
+        raise ConfigError(f"{what}: not a database URL: {url!r} ({e})") from None
+    dialect = sa_url.get_backend_name()
+    kwargs: dict = {}
+    if dialect == "sqlite":
+        if sa_url.database and sa_url.database != ":memory:":
+            Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": busy_timeout_s, "check_same_thread": False}
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = sa.create_engine(text, **kwargs)
+    except (ImportError, exc.NoSuchModuleError) as e:
+        raise ConfigError(f"{what}: cannot open {shown_url(text)}: {e}") from None
+    if dialect == "sqlite":
+        _sqlite_setup(engine, busy_timeout_s)
+    return engine
+
+
+def _sqlite_setup(engine: sa.Engine, busy_timeout_s: float) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None            # let us issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn):
+        # writers take the write lock now, not at their first write; readers (WAL) need none
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("costlab_read") else "BEGIN IMMEDIATE")
+
+
+def reader(engine: sa.Engine) -> sa.Connection:
+    """A connection for reading only (on SQLite a plain BEGIN: it never waits for a writer)."""
+    return engine.connect().execution_options(costlab_read=True)
+
+
+def insert_ignore(dialect: str, table: sa.Table, values: dict, keys: list[str]):
+    """INSERT ... ON CONFLICT (keys) DO NOTHING on SQLite and PostgreSQL; None elsewhere."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # this database's own dialect only
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert  # this database's own dialect only
+    else:
+        return None
+    return insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+
+
+def retrying(attempt: Callable[[], T], done: Callable[[], T | None], what: str, tries: int = 12) -> T:
+    """`attempt()` (one transaction), retried with jittered backoff on a lock, a lost connection or
+    a race on a unique key; before each retry `done()` says whether an earlier try committed after
+    all (its result, or None), so a retry never records anything twice.
+    """
+    last: Exception | None = None
+    for k in range(tries):
+        try:
+            return attempt()
+        except (exc.IntegrityError, exc.OperationalError, exc.InterfaceError) as e:
+            last = e
+            try:
+                found = done()
+            except exc.DBAPIError:
+                found = None
+            if found is not None:
+                return found
+        time.sleep(min(2.0, 0.05 * 2**k) * random.uniform(0.5, 1.0))
+    raise ConfigError(f"{what}: {str(last).splitlines()[0] if last else 'failed'}")
