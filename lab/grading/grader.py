@@ -238,7 +238,7 @@ class Grader:
         """What the notebook's run must see: Python, costlab, the challenge and its scenario, temp space."""
         return [sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent),
                 str(Path(__file__).resolve().parents[2]), str(self.challenge.folder),
-                str(Path(self.challenge.scenario_path).parent), tempfile.gettempdir()]
+                str(Path(self.challenge.scenario_path).parent)]
 
     def _check_secrets_hideable(self) -> None:
         for secret in self.secret_folders():
