@@ -75,8 +75,9 @@ def stage_and_hide(cfg: dict) -> None:
     run("mount", "--move", dev, "/dev")
     for folder in sorted(hidden, key=len):
         if os.path.isdir(folder) and not os.path.islink(folder):
-            opts = "mode=1777,size=%dk,nosuid,nodev" % cfg["tmp_kb"] if folder in cfg["own_tmp"] else \
-                "mode=0755,size=64k,nosuid,nodev"
+            size_kb = cfg["tmp_kb"] if folder in cfg["own_tmp"] else 64
+            mode = "1777" if folder in cfg["own_tmp"] else "0755"
+            opts = f"mode={mode},size={size_kb}k,nosuid,nodev"
             run("mount", "-t", "tmpfs", "-o", opts, "costlab-hidden", folder)
     for i, path in enumerate(staged):
         os.makedirs(path, exist_ok=True)
