@@ -151,6 +151,11 @@ class Table:
                 self.fail(key, f"unknown field{did_you_mean(key, self.seen)}")
 
 
+#: bounds on distribution parameters (scenarios/README.md): beyond them draws overflow to inf or nan
+MAX_SIGMA = 10.0
+MAX_DIST_VALUE = 1e12
+
+
 def read_dist(t: Table, kinds=None) -> Dist:
     """Validate one `{ dist = ... }` table into a `Dist`."""
     kinds = list(kinds or DIST_PARAMS)
@@ -163,9 +168,9 @@ def read_dist(t: Table, kinds=None) -> Dist:
         if name in ("values", "weights"):
             kw[name] = t.numbers(name, min=0.0)
         elif name == "sigma":
-            kw[name] = t.number(name, min=0.0)
+            kw[name] = t.number(name, min=0.0, max=MAX_SIGMA)
         else:
-            kw[name] = t.number(name, min=0.0)
+            kw[name] = t.number(name, min=0.0, max=MAX_DIST_VALUE)
     if kind == "uniform" and kw["high"] < kw["low"]:
         t.fail("high", f"expected high >= low ({kw['low']:g}), got {kw['high']:g}")
     if kind == "lognormal" and kw["median"] <= 0:
