@@ -34,7 +34,8 @@ def _require_grading_extra() -> None:
 def _limits(args):
     from lab.grading.sandbox import Limits  # the grading extra (see the module docstring)
 
-    return Limits(timeout_s=args.timeout_s, memory_mb=args.memory_mb)
+    return Limits(timeout_s=args.timeout_s, memory_mb=args.memory_mb, max_processes=args.max_processes,
+                  cpus=args.cpus)
 
 
 def _grader_kwargs(args) -> dict:
@@ -189,7 +190,12 @@ def _add_grading_options(p) -> None:
     p.add_argument("--timeout-s", type=float, default=120.0, metavar="S",
                    help="a cell running longer is stopped; the whole run is killed 20 s later (default 120)")
     p.add_argument("--memory-mb", type=int, default=2048, metavar="MB",
-                   help="address-space limit of papermill and the kernel (default 2048)")
+                   help="address-space limit of each process, and the memory limit of the run's cgroup (all its "
+                        "processes together; default 2048)")
+    p.add_argument("--max-processes", type=int, default=256, metavar="N",
+                   help="processes and threads the run's cgroup may hold at once (default 256)")
+    p.add_argument("--cpus", type=float, default=1.0, metavar="N",
+                   help="CPU time of the run's cgroup, in cores (default 1)")
     p.add_argument("--isolation", choices=ISOLATION_CHOICES, default="auto",
                    help="auto: namespaces when allowed (no network, private folders hidden, read-only "
                         "filesystem), else a plain process (the result says which)")

@@ -70,6 +70,13 @@ class Limits:
     max_processes: int = 256         # the run's cgroup pids limit
     cpus: float = 1.0                # the run's cgroup CPU quota (cores)
 
+    def __post_init__(self):
+        for name, low in (("timeout_s", 0.1), ("memory_mb", 64), ("file_size_mb", 1), ("max_processes", 16),
+                          ("cpus", 0.01)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+                raise ConfigError(f"{name}: expected a number >= {low:g}, got {value!r:.40}")
+
 
 @dataclass
 class SandboxRun:
