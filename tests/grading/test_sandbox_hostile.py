@@ -183,14 +183,12 @@ def batch(tmp_path_factory):
     notebook(subs / "ad-ipc" / "ipc.ipynb", IPC)
     notebook(subs / "ae-ansi" / "ansi.ipynb", ANSI)
     notebook(subs / "af-pids" / "pids.ipynb", PIDS)
-    from lab.cli import main
-
-    stdout = io.StringIO()
     try:
-        with contextlib.redirect_stdout(stdout):
-            code = main(["grade-all", str(subs), "--challenge", CHALLENGE, "--private-dir", str(private), "--out",
-                         str(out), "--workers", "2", "--timeout-s", "60", "--daily-limit", "0",
-                         "--max-processes", "96"])
+        done = subprocess.run([sys.executable, "-m", "lab.cli", "grade-all", str(subs), "--challenge", CHALLENGE,
+                               "--private-dir", str(private), "--out", str(out), "--workers", "2", "--timeout-s",
+                               "60", "--daily-limit", "0", "--max-processes", "96"], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        code, stdout = done.returncode, io.StringIO(done.stdout + done.stderr)
         after = {"notebook_shm": libc.shmget(NOTEBOOK_KEY, 0, 0), "notebook_msg": libc.msgget(NOTEBOOK_KEY, 0)}
         yield {"base": base, "out": out, "private": private, "code": code, "stdout": stdout.getvalue(),
                "accepted": [accepted(s) for s in listeners], "socket_paths": socket_paths, "ipc_after": after,
