@@ -9,6 +9,7 @@ asking the same prompt twice sends the same tokens and gets the same answer leng
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +51,7 @@ class Requests:
     block_offsets: np.ndarray | None = None
     update_t_s: np.ndarray = field(default_factory=lambda: np.zeros(0))   # data changes: when
     update_prompt: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # and which
+    trace_rows_skipped: int = 0      # corrupt trace rows dropped under skip_bad_rows = true
 
     def __len__(self) -> int:
         return len(self.t_arrival_s)
@@ -190,6 +192,9 @@ def make_requests(scenario: Scenario, rng: np.random.Generator, requests: int | 
     trace = None
     if tr.arrivals.process == "trace":
         trace = read_trace(tr.arrivals.path, tr.arrivals.format, skip_bad_rows=tr.arrivals.skip_bad_rows)
+        if trace.skipped_rows:
+            warnings.warn(f"{tr.arrivals.path}: skipped {trace.skipped_rows:,} corrupt row(s) (skip_bad_rows = true)",
+                          stacklevel=2)
         t = trace.t_arrival_s * tr.arrivals.time_scale
         keep = len(t)
         if n_wanted:
@@ -258,6 +263,8 @@ def make_requests(scenario: Scenario, rng: np.random.Generator, requests: int | 
         req.difficulty = draws[prompt] if n_keys else draws
     if tr.may_wait_share:
         req.may_wait = rng.random(n) < tr.may_wait_share
+    if trace is not None:
+        req.trace_rows_skipped = trace.skipped_rows
     if trace is not None and trace.block_ids is not None:
         req.block_tokens = trace.block_tokens
         req.block_offsets = trace.block_offsets[: n + 1]
