@@ -34,11 +34,18 @@ MAX_NESTING = 16            # a policy is a list of flat stage tables; deeper is
 MAX_INT_DIGITS = 30
 MAX_KEY_CHARS = 100
 MAX_TEXT_CHARS = 1000
+MAX_MESSAGE_CHARS = 400
 POLICY_KEYS = ("costlab_policy", "challenge", "pipeline", "model", "note")
 
 
 class PolicyError(CostlabError):
-    """A policy the grader cannot accept: one line saying which field and what was expected."""
+    """A policy the grader cannot accept: one line saying which field and what was expected.
+
+    The message quotes the learner's text, so it is escaped and cut (`lab.fmt.plain_text`) here.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(plain_text(message, MAX_MESSAGE_CHARS))
 
 
 @dataclass(frozen=True)
