@@ -28,6 +28,10 @@ def did_you_mean(name: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+#: the largest integer any field takes (a 64-bit signed integer): larger ones are refused, never converted
+MAX_INT = 2**63 - 1
+
+
 class Table:
     """A TOML table being read: typed getters that check values and reject unknown keys."""
 
@@ -53,6 +57,8 @@ class Table:
             if default is _MISSING:
                 self.fail(key, "is required but missing")
             return default
+        if self.data[key] is None:            # JSON's null (a policy), which TOML cannot write
+            self.fail(key, "expected a value, got null")
         return self.data[key]
 
     def number(self, key: str, default: Any = _MISSING, *, min: float | None = None,
@@ -61,6 +67,8 @@ class Table:
         value = self.raw(key, default)
         if value is None:
             return value
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            self.fail(key, f"expected a number, got an integer of {len(str(abs(value))):,} digits")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             self.fail(key, f"expected a number, got {_show(value)}")
         if min is not None and (value <= min if strict_min else value < min):
@@ -78,6 +86,8 @@ class Table:
                 value = int(value)
             else:
                 self.fail(key, f"expected a whole number, got {_show(value)}")
+        if abs(value) > MAX_INT:
+            self.fail(key, f"expected a whole number of at most {MAX_INT:,}, got one of {len(str(abs(value))):,} digits")
         if min is not None and value < min:
             self.fail(key, f"expected a whole number >= {min}, got {value!r}")
         return int(value)
@@ -128,6 +138,8 @@ class Table:
             self.fail(key, f"expected a non-empty array of numbers, got {_show(value)}")
         out = []
         for i, v in enumerate(value):
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+                self.fail(f"{key}[{i}]", f"expected a number, got an integer of {len(str(abs(v))):,} digits")
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 self.fail(f"{key}[{i}]", f"expected a number, got {_show(v)}")
             if min is not None and v < min:
@@ -151,6 +163,11 @@ class Table:
                 self.fail(key, f"unknown field{did_you_mean(key, self.seen)}")
 
 
+#: bounds on distribution parameters (scenarios/README.md): beyond them draws overflow to inf or nan
+MAX_SIGMA = 10.0
+MAX_DIST_VALUE = 1e12
+
+
 def read_dist(t: Table, kinds=None) -> Dist:
     """Validate one `{ dist = ... }` table into a `Dist`."""
     kinds = list(kinds or DIST_PARAMS)
@@ -163,9 +180,9 @@ def read_dist(t: Table, kinds=None) -> Dist:
         if name in ("values", "weights"):
             kw[name] = t.numbers(name, min=0.0)
         elif name == "sigma":
-            kw[name] = t.number(name, min=0.0)
+            kw[name] = t.number(name, min=0.0, max=MAX_SIGMA)
         else:
-            kw[name] = t.number(name, min=0.0)
+            kw[name] = t.number(name, min=0.0, max=MAX_DIST_VALUE)
     if kind == "uniform" and kw["high"] < kw["low"]:
         t.fail("high", f"expected high >= low ({kw['low']:g}), got {kw['high']:g}")
     if kind == "lognormal" and kw["median"] <= 0:

@@ -91,3 +91,31 @@ def interval(mean, half, fmt=number) -> str:
 def html_text(text: str) -> str:
     """Text for HTML or Markdown output: escaped, with `$` as an entity so no front end typesets it as math."""
     return html.escape(str(text)).replace("$", "&#36;")
+
+
+def _visible(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def _unsafe(ch: str) -> bool:
+    """Control characters (C0, DEL, C1: ANSI/OSC escapes), bidi overrides and lone surrogates."""
+    code = ord(ch)
+    return (code < 0x20 or 0x7F <= code <= 0x9F or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069
+            or 0xD800 <= code <= 0xDFFF)
+
+
+def plain_text(text, max_chars: int | None = None) -> str:
+    """Untrusted text (a learner's name, an exception message) made safe to print or store.
+
+    Every control character is written as a visible escape (ESC becomes the four characters
+    `\\x1b`, a newline `\\x0a`), so no terminal sequence (colours, cursor moves, OSC titles,
+    screen clears) and no lone surrogate reaches a terminal, a CSV cell or a database; with
+    `max_chars` the result is cut to that length, ending in "…" when cut.
+    """
+    text = str(text)
+    if any(_unsafe(c) for c in text):
+        text = "".join(_visible(c) if _unsafe(c) else c for c in text)
+    if max_chars is not None and len(text) > max_chars:
+        text = text[:max(0, max_chars - 1)] + "…"
+    return text

@@ -30,6 +30,7 @@ import os
 import random
 import threading
 import time
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -39,7 +40,7 @@ from pathlib import Path
 
 from lab.errors import BudgetExceeded, ConfigError, CostlabError
 from lab.pricing import model_prices, price_usage_exact
-from lab.providers.sdk import Chat, ProviderError, Usage, adapter_for, known_secrets, scrub
+from lab.providers.sdk import Chat, ProviderError, Usage, adapter_for, known_secrets, redact, scrub
 from lab.tokens import is_exact
 
 MODES = ("live", "replay")
@@ -114,9 +115,7 @@ class Cassette:
 
     def append(self, entry: dict) -> None:
         """Add one call; every known key is scrubbed from the line before it is written."""
-        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
-        for secret in known_secrets():
-            line = line.replace(secret, "[redacted]")
+        line = redact(json.dumps(entry, ensure_ascii=False, separators=(",", ":")), known_secrets())
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as fh:
@@ -179,6 +178,7 @@ class Session:
         self._reserved_usd = 0.0
         self.calls = 0          # answered calls
         self.refused = 0        # calls refused by the budget
+        self.overruns: list[str] = []   # calls billed above their worst case (the provider counted more)
 
     @property
     def remaining_usd(self) -> float:
@@ -205,8 +205,18 @@ class Session:
         return price_usage_exact(provider, model, input_tokens=prompt, output_tokens=int(max_tokens),
                                  cache_write_tokens=written, cache_write_1h_tokens=written if cache == "1h" else 0)
 
+    @property
+    def exhausted(self) -> bool:
+        """True once billed spend has reached the budget: every further call is refused."""
+        return self.spent_usd >= self.budget_usd > 0 or (self.budget_usd == 0 and self.spent_usd > 0)
+
     def _reserve(self, worst_usd: float, provider: str, model: str) -> None:
         with self._lock:
+            if self.exhausted:
+                self.refused += 1
+                why = f"; {self.overruns[-1]}" if self.overruns else ""
+                raise BudgetExceeded(f"{provider}/{model}: refused: the ${self.budget_usd:.6f} budget is spent "
+                                     f"(billed ${self.spent_usd:.6f}){why}; no further calls in this session")
             left = self.budget_usd - self.spent_usd - self._reserved_usd
             if worst_usd > left + 1e-12:
                 self.refused += 1
@@ -217,11 +227,22 @@ class Session:
             self._reserved_usd += worst_usd
 
     def _settle(self, worst_usd: float, result: CallResult | None) -> None:
+        """Book what the provider billed (not the estimate); say so when it exceeded the worst case."""
         with self._lock:
             self._reserved_usd -= worst_usd
-            if result is not None:
-                self.spent_usd += result.cost_usd
-                self.calls += 1
+            if result is None:
+                return
+            self.spent_usd += result.cost_usd
+            self.calls += 1
+            if result.cost_usd > worst_usd * (1 + 1e-9) + 1e-12:
+                note = (f"{result.provider}/{result.model} billed ${result.cost_usd:.6f} against a worst case of "
+                        f"${worst_usd:.6f} ({result.input_tokens:,} input and {result.output_tokens:,} output "
+                        f"tokens reported)")
+                self.overruns.append(note)
+                over = self.spent_usd > self.budget_usd
+        if result.cost_usd > worst_usd * (1 + 1e-9) + 1e-12:
+            warnings.warn(note + (f"; spend ${self.spent_usd:.6f} is over the ${self.budget_usd:.6f} budget: "
+                                  "further calls are refused" if over else ""), stacklevel=3)
 
     # -- a call -------------------------------------------------------------------------
 

@@ -46,6 +46,8 @@ def load_scenario(path: str | Path) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(str(path), "", f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ScenarioError(str(path), "", "arrays or tables nested too deeply to read") from None
     return scenario_from_dict(data, path=str(path))
 
 

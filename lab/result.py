@@ -120,6 +120,8 @@ class Result:
             "baseline": {k: base[k] for k in ("latency_ms", "queue_ms", "error_rate", "sla_violation_rate",
                                              "provider_calls")},
         }
+        if self.requests.trace_rows_skipped:     # only where a trace had corrupt rows: other summaries unchanged
+            self._summary["trace_rows_skipped"] = self.requests.trace_rows_skipped
         return self._summary
 
     # -- display ------------------------------------------------------------------

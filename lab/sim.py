@@ -9,12 +9,15 @@ order. `simulate` runs the scenario and its no-optimization baseline on the same
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import simpy
 
-from lab.errors import ScenarioError
+from lab.errors import ConfigError, ScenarioError
 from lab.ledger import ERROR, OK, RunArrays
 from lab.live import RUN_SESSIONS, Session
+from lab.loader import load_scenario
 from lab.pricing import model_prices
 from lab.providers.mock import MockProvider
 from lab.providers.sdk import LiveProvider
@@ -191,11 +194,29 @@ def _progress_bar(total: int, label: str):
     return tqdm(total=total, desc=f"costlab {label}", unit="req", unit_scale=True, leave=False)
 
 
+def _checked_arguments(scenario, seed, requests) -> tuple[Scenario, int, int | None]:
+    """One clear error for a wrong argument, before anything is drawn."""
+    if isinstance(scenario, (str, Path)):
+        scenario = load_scenario(scenario)
+    if not isinstance(scenario, Scenario):
+        raise ConfigError(f"simulate: expected a Scenario or the path of a scenario file, got {type(scenario).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed: expected a whole number >= 0, got {seed!r:.40}")
+    if requests is not None and (isinstance(requests, bool) or not isinstance(requests, (int, np.integer))
+                                 or requests < 1):
+        raise ConfigError(f"requests: expected a whole number >= 1 (or none for the scenario's own size), "
+                          f"got {requests!r:.40}")
+    return scenario, int(seed), None if requests is None else int(requests)
+
+
 def simulate(scenario: Scenario, seed: int = 0, requests: int | None = None, *, progress: bool | None = None):
     """Run `scenario` and its no-optimization baseline on the same request stream.
 
-    `requests` overrides the scenario's size. The same seed gives the same numbers, bit for bit.
+    `requests` overrides the scenario's size (a whole number >= 1); `seed` is a whole number >= 0;
+    a path (str or Path) is loaded with `load_scenario` first. The same seed gives the same
+    numbers, bit for bit.
     """
+    scenario, seed, requests = _checked_arguments(scenario, seed, requests)
     traffic_seed = np.random.SeedSequence(seed).spawn(3)[0]
     stream = make_requests(scenario, np.random.default_rng(traffic_seed), requests)
     if len(stream) == 0:

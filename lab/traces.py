@@ -152,7 +152,7 @@ class _Rows:
         ``got`` is the value found, quoted with repr unless ``quote`` is False (a description).
         """
         if row not in self.problems:
-            shown = "nothing" if got is None else repr(got) if quote else str(got)
+            shown = "nothing" if got is None else _shown(got) if quote else str(got)
             where = "" if column is None else f"column {column}: "
             self.problems[row] = f"{where}expected {expected}, got {shown}"
 
@@ -298,6 +298,15 @@ def _read_bytes(path: str) -> bytes:
         raise TraceError(f"{path}: cannot read the trace file ({exc.strerror or exc})") from None
 
 
+def _shown(value, limit: int = 60) -> str:
+    """A value found in a row, for a message: repr cut to `limit` characters (deep nesting summarised)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"a {type(value).__name__} nested too deeply"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _split_lines(path: str, data: bytes) -> list[tuple[int, str]]:
     """Non-blank lines of the file with their 1-based line numbers; decoding errors name the line."""
     try:
@@ -325,10 +334,15 @@ def _split_csv(path: str, lines: list[tuple[int, str]], required: tuple[str, ...
                 f"expected {','.join(required)}, found {','.join(header)}"
             )
     reader = csv.reader(text for _, text in lines[1:])
+    rows: list[list[str]] = []
     try:
-        rows = list(reader)
+        for row in reader:
+            if reader.line_num > len(rows) + 1:      # this row took more than its own line
+                raise TraceError(f"{path}:{lines[len(rows) + 1][0]}: a quoted field runs past the end of the line "
+                                 "(a stray \" or a field spanning lines): one row per line is expected")
+            rows.append(row)
     except csv.Error as exc:
-        raise TraceError(f"{path}:{lines[reader.line_num][0]}: bad CSV ({exc})") from None
+        raise TraceError(f"{path}:{lines[min(reader.line_num, len(lines) - 1)][0]}: bad CSV ({exc})") from None
     line_numbers = np.fromiter((n for n, _ in lines[1:]), dtype=np.int64, count=len(rows))
     return header, rows, line_numbers
 
@@ -461,7 +475,7 @@ def _json_record(row: int, text: str, found: _Rows) -> dict:
     """The JSON object on one line, or {} (flagged) when the line is not one."""
     try:
         record = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):     # RecursionError: arrays nested thousands deep
         record = None
     if not isinstance(record, dict):
         found.flag(row, None, "a JSON object", text[:60])

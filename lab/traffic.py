@@ -9,14 +9,18 @@ asking the same prompt twice sends the same tokens and gets the same answer leng
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from lab.dists import draw_ranks, zipf_probabilities
+from lab.errors import ScenarioError
 from lab.scenario import PRIORITIES, Arrivals, Scenario, Traffic
 from lab.traces import read_trace
 
+#: the most requests (and rate segments) one run may generate; more is refused before anything is drawn
+MAX_REQUESTS = 10_000_000
 #: prompt keys of one-off requests start here, far above any catalog key
 UNIQUE_KEY_BASE = 1 << 40
 
@@ -47,6 +51,7 @@ class Requests:
     block_offsets: np.ndarray | None = None
     update_t_s: np.ndarray = field(default_factory=lambda: np.zeros(0))   # data changes: when
     update_prompt: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # and which
+    trace_rows_skipped: int = 0      # corrupt trace rows dropped under skip_bad_rows = true
 
     def __len__(self) -> int:
         return len(self.t_arrival_s)
@@ -148,13 +153,48 @@ def _tokens(dist, rng, n: int, minimum: int) -> np.ndarray:
     return np.maximum(np.rint(dist.sample(rng, n)), minimum).astype(np.int32)
 
 
+def planned_size(scenario: Scenario, requests: int | None = None) -> tuple[float, float]:
+    """(expected requests, rate segments to draw) of a generated run, known before anything is drawn."""
+    a = scenario.traffic.arrivals
+    n = requests or scenario.requests
+    rate = mean_rate_per_s(a)
+    horizon_s = 1.5 * n / rate if n else scenario.duration_s
+    expected = float(n) if n else rate * horizon_s
+    if a.process == "diurnal":
+        segments = horizon_s / (a.period_s / len(diurnal_profile(a)))
+    elif a.process == "mmpp":
+        segments = 2 * horizon_s / (a.mean_high_s + a.mean_low_s)
+    else:
+        segments = 1.0
+    return expected, segments
+
+
+def check_size(scenario: Scenario, requests: int | None = None) -> None:
+    """Refuse, with the number, a run that would draw more than MAX_REQUESTS requests or rate segments."""
+    if scenario.traffic.arrivals.process == "trace":
+        return                                   # bounded by the trace's rows
+    expected, segments = planned_size(scenario, requests)
+    field = "requests" if (requests or scenario.requests) else "duration_s"
+    if not expected <= MAX_REQUESTS:
+        raise ScenarioError(scenario.path, field, f"this run would generate about {expected:,.4g} requests; at most "
+                            f"{MAX_REQUESTS:,} are simulated in one run (lower duration_s, the rate or requests)")
+    if not segments <= MAX_REQUESTS:
+        raise ScenarioError(scenario.path, "traffic.arrivals", f"this run would draw {segments:,.4g} rate segments "
+                            f"(buckets or MMPP sojourns); at most {MAX_REQUESTS:,} (lower duration_s or lengthen "
+                            "period_s / mean_high_s / mean_low_s)")
+
+
 def make_requests(scenario: Scenario, rng: np.random.Generator, requests: int | None = None) -> Requests:
     """Draw the whole request stream of a scenario with one generator (deterministic per seed)."""
     tr: Traffic = scenario.traffic
     n_wanted = requests or scenario.requests
+    check_size(scenario, requests)
     trace = None
     if tr.arrivals.process == "trace":
         trace = read_trace(tr.arrivals.path, tr.arrivals.format, skip_bad_rows=tr.arrivals.skip_bad_rows)
+        if trace.skipped_rows:
+            warnings.warn(f"{tr.arrivals.path}: skipped {trace.skipped_rows:,} corrupt row(s) (skip_bad_rows = true)",
+                          stacklevel=2)
         t = trace.t_arrival_s * tr.arrivals.time_scale
         keep = len(t)
         if n_wanted:
@@ -163,7 +203,10 @@ def make_requests(scenario: Scenario, rng: np.random.Generator, requests: int | 
             keep = int(np.searchsorted(t, scenario.duration_s, side="left"))
         t = t[:keep]
     else:
-        t = arrival_times(rng, tr.arrivals, n=n_wanted, duration_s=scenario.duration_s)
+        try:
+            t = arrival_times(rng, tr.arrivals, n=n_wanted, duration_s=scenario.duration_s)
+        except ValueError as exc:            # numpy: a Poisson mean too large to draw
+            raise ScenarioError(scenario.path, "traffic.arrivals", f"rates too large to draw ({exc})") from None
     n = len(t)
 
     # prompts: intent by Zipf popularity, then one of its wordings uniformly
@@ -220,6 +263,8 @@ def make_requests(scenario: Scenario, rng: np.random.Generator, requests: int | 
         req.difficulty = draws[prompt] if n_keys else draws
     if tr.may_wait_share:
         req.may_wait = rng.random(n) < tr.may_wait_share
+    if trace is not None:
+        req.trace_rows_skipped = trace.skipped_rows
     if trace is not None and trace.block_ids is not None:
         req.block_tokens = trace.block_tokens
         req.block_offsets = trace.block_offsets[: n + 1]

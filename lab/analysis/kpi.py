@@ -788,6 +788,8 @@ def load_kpis(path) -> list[KPI]:
         raise ConfigError(f"{p}: no such KPI file") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{p}: not a TOML file ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: arrays or tables nested too deeply to read") from None
     entries = data.get("kpi")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{p}: expected one or more [[kpi]] tables")
@@ -795,6 +797,8 @@ def load_kpis(path) -> list[KPI]:
     kpis = []
     for k, entry in enumerate(entries):
         where = f"{p}: kpi[{k}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a [[kpi]] table")
         unknown = sorted(set(entry) - allowed)
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(allowed))}")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lab.cli.table import print_table
 from lab.errors import ConfigError
+from lab.fmt import plain_text
 
 ISOLATION_CHOICES = ("auto", "namespaces", "user-namespaces", "process")
 GRADING_EXTRA = ("papermill", "nbformat", "sqlalchemy")
@@ -33,7 +34,8 @@ def _require_grading_extra() -> None:
 def _limits(args):
     from lab.grading.sandbox import Limits  # the grading extra (see the module docstring)
 
-    return Limits(timeout_s=args.timeout_s, memory_mb=args.memory_mb)
+    return Limits(timeout_s=args.timeout_s, memory_mb=args.memory_mb, max_processes=args.max_processes,
+                  cpus=args.cpus)
 
 
 def _grader_kwargs(args) -> dict:
@@ -42,9 +44,11 @@ def _grader_kwargs(args) -> dict:
 
 
 def _print_result(r: dict, out=sys.stdout) -> None:
-    who = r.get("pseudonym") or r.get("student")
-    print(f"{r['challenge']} · {r['student']} ({who}): score {r['score']:.2f} [{r['status']}]", file=out)
-    print(f"  {r['reason']}", file=out)
+    student = plain_text(r.get("student"))           # learner-supplied text never reaches the terminal raw
+    who = plain_text(r.get("pseudonym") or student)
+    print(f"{plain_text(r['challenge'])} · {student} ({who}): score {r['score']:.2f} [{plain_text(r['status'])}]",
+          file=out)
+    print(f"  {plain_text(r['reason'])}", file=out)
     m = r.get("metrics") or {}
     if m:
         print(f"  private seeds: reduction {m['reduction_pct']:.2f} % · p95 {m['p95_ms']:,.0f} ms · quality "
@@ -52,7 +56,7 @@ def _print_result(r: dict, out=sys.stdout) -> None:
     if r.get("public"):
         print(f"  public seeds: score {r['public']['score']:.2f}", file=out)
     if r.get("badges"):
-        print(f"  badges: {', '.join(r['badges'])}", file=out)
+        print(f"  badges: {plain_text(', '.join(r['badges']))}", file=out)
     iso = r.get("isolation") or {}
     if iso:
         print(f"  isolation: {iso.get('mode')} · network {iso.get('network')}", file=out)
@@ -94,7 +98,8 @@ def cmd_grade_all(args) -> int:
     if not results:
         print(f"no notebooks found under {args.folder}")
         return 0
-    rows = [(r.get("student", "?"), r.get("status", "?"), f"{r.get('score', 0):.2f}", (r.get("reason") or "")[:70],
+    rows = [(plain_text(r.get("student", "?")), plain_text(r.get("status", "?")), f"{r.get('score', 0):.2f}",
+             plain_text(r.get("reason") or "", 70),
              f"{(r.get('timing_s') or {}).get('total', 0):.1f}") for r in results]
     print()
     print_table(rows, ("student", "status", "score", "reason", "seconds"))
@@ -115,7 +120,7 @@ def cmd_leaderboard(args) -> int:
     store = _store(args)
     if args.student:
         frame = store.progress(args.student)
-        title = f"progress of {args.student} ({store.pseudonym(args.student) or 'no submissions yet'})"
+        title = f"progress of {plain_text(args.student)} ({store.pseudonym(args.student) or 'no submissions yet'})"
     else:
         if not args.challenge:
             raise ConfigError("give a challenge id (or --student NAME for one student's progress)")
@@ -138,7 +143,8 @@ def cmd_leaderboard(args) -> int:
     shown = frame.copy()
     if "badges" in shown:
         shown["badges"] = shown["badges"].map(lambda b: ", ".join(b))
-    rows = [tuple(f"{v:.2f}" if isinstance(v, float) else v for v in row) for row in shown.itertuples(index=False)]
+    rows = [tuple(f"{v:.2f}" if isinstance(v, float) else plain_text(v) for v in row)
+            for row in shown.itertuples(index=False)]
     print_table(rows, tuple(shown.columns))
     return 0
 
@@ -184,7 +190,12 @@ def _add_grading_options(p) -> None:
     p.add_argument("--timeout-s", type=float, default=120.0, metavar="S",
                    help="a cell running longer is stopped; the whole run is killed 20 s later (default 120)")
     p.add_argument("--memory-mb", type=int, default=2048, metavar="MB",
-                   help="address-space limit of papermill and the kernel (default 2048)")
+                   help="address-space limit of each process, and the memory limit of the run's cgroup (all its "
+                        "processes together; default 2048)")
+    p.add_argument("--max-processes", type=int, default=256, metavar="N",
+                   help="processes and threads the run's cgroup may hold at once (default 256)")
+    p.add_argument("--cpus", type=float, default=1.0, metavar="N",
+                   help="CPU time of the run's cgroup, in cores (default 1)")
     p.add_argument("--isolation", choices=ISOLATION_CHOICES, default="auto",
                    help="auto: namespaces when allowed (no network, private folders hidden, read-only "
                         "filesystem), else a plain process (the result says which)")

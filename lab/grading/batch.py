@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+from lab.fmt import plain_text
 from lab.grading._papermill import skip_iri_format_check
 from lab.grading.challenge import Challenge, load_challenge
 from lab.grading.grader import Grader
@@ -61,7 +62,8 @@ def _grade(job: Job) -> dict:
         result = _GRADER.grade(job.submission, job.student, output=job.output, json_path=job.json_path)
         return {"submission": job.submission, **result.as_dict()}
     except Exception as exc:  # noqa: BLE001 - one broken job must not stop the batch
-        return {"submission": job.submission, "status": "error", "student": job.student, "score": 0.0, "reason": f"{type(exc).__name__}: {exc}",
+        return {"submission": job.submission, "status": "error", "student": plain_text(job.student), "score": 0.0,
+                "reason": plain_text(f"{type(exc).__name__}: {exc}", 400),
                 "challenge": _GRADER.challenge.id if _GRADER else "", "timing_s": {}}
 
 
@@ -105,6 +107,7 @@ def _write_summary(path: Path, jobs: list[Job], results: list[dict]) -> None:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         for job, r in zip(jobs, results):
-            w.writerow({"student": job.student, "submission": asdict(job)["submission"], "status": r.get("status"),
-                        "score": r.get("score"), "passed": r.get("passed"), "reason": r.get("reason"),
+            w.writerow({"student": plain_text(r.get("student") or job.student),
+                        "submission": plain_text(asdict(job)["submission"]), "status": plain_text(r.get("status")),
+                        "score": r.get("score"), "passed": r.get("passed"), "reason": plain_text(r.get("reason")),
                         "grading_s": (r.get("timing_s") or {}).get("total")})

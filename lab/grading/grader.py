@@ -39,8 +39,10 @@ import sqlalchemy as sa
 
 from lab.errors import ConfigError
 from lab.files import write_bytes_atomic
+from lab.fmt import plain_text
 from lab.grading.challenge import SCORE_FORMULA, Challenge, challenges_root, load_challenge
 from lab.grading.evaluate import evaluate
+from lab.grading.learners import normalize_learner
 from lab.grading.policy_schema import MAX_POLICY_BYTES, PolicyError, no_policy_message, parse_policy_bytes
 from lab.grading.private import PrivateDir
 from lab.grading.sandbox import Limits, covers, run_isolated
@@ -49,6 +51,7 @@ from lab.grading.store import Leaderboard, Submission, SubmissionLimitReached
 KERNEL_NAME = "costlab-grader"
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 PREVIEW_REQUESTS = 2000
+MAX_REASON_CHARS = 400      # a reason is one line: learner text in it is escaped and cut to this
 KILL_GRACE_S = 20.0          # after the cell timeout, the whole sandbox is killed this much later
 #: folders of database servers' unix sockets (a network namespace does not cover them)
 SOCKET_DIRS = ("/run/postgresql", "/var/run/postgresql", "/run/mysqld", "/var/run/mysqld")
@@ -226,19 +229,30 @@ class Grader:
         self._check_secrets_hideable()
 
     def secret_folders(self) -> list[str]:
-        """What the notebook must never see: the private folder and the SQLite database's folder."""
+        """What the notebook must never see: the private folder, the SQLite database's folder and
+        the folder of any Unix socket the database URL names (`?host=/dir` or `host=/dir` in it)."""
         hide = [str(self.private.path)]
-        if self.store is not None and self.store.dialect == "sqlite":
-            database = sa.engine.make_url(self.store.url).database
-            if database and database != ":memory:":
-                hide.append(str(Path(database).resolve().parent))
+        if self.store is None:
+            return hide
+        url = sa.engine.make_url(self.store.url)
+        if self.store.dialect == "sqlite":
+            if url.database and url.database != ":memory:":
+                hide.append(str(Path(url.database).resolve().parent))
+            return hide
+        hosts = [url.host or "", *(v for k, v in url.query.items() if k in ("host", "unix_socket", "hostaddr"))]
+        for host in hosts:
+            for h in ([host] if isinstance(host, str) else host):
+                for part in str(h).split(","):
+                    if part.startswith("/"):
+                        folder = Path(part)
+                        hide.append(str((folder if folder.is_dir() else folder.parent).resolve()))
         return hide
 
     def needed_paths(self) -> list[str]:
         """What the notebook's run must see: Python, costlab, the challenge and its scenario, temp space."""
         return [sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent),
                 str(Path(__file__).resolve().parents[2]), str(self.challenge.folder),
-                str(Path(self.challenge.scenario_path).parent), tempfile.gettempdir()]
+                str(Path(self.challenge.scenario_path).parent)]
 
     def _check_secrets_hideable(self) -> None:
         for secret in self.secret_folders():
@@ -251,7 +265,7 @@ class Grader:
               json_path: str | Path | None = None) -> GradeResult:
         start = time.perf_counter()
         ch = self.challenge
-        student = _check_student(student)
+        student = normalize_learner(student)
         submission = Path(submission)
         base = GradeResult(status="graded", challenge=ch.id, student=student, score=0.0, constraints_met=False,
                            passed=False, reason="")
@@ -358,6 +372,7 @@ class Grader:
             result.reason = "a constraint failed on the private seeds (worst seed): " + "; ".join(failed)
 
     def _finish(self, result: GradeResult, executed, json_path, start, output=None) -> GradeResult:
+        result.reason = plain_text(result.reason, MAX_REASON_CHARS)     # learner text: escaped before it is stored
         if result.status == "graded" and self.store is not None:
             sub = Submission(challenge=result.challenge, student=result.student, score=result.score,
                              constraints_met=result.constraints_met, passed=result.passed, reason=result.reason,
@@ -367,7 +382,7 @@ class Grader:
                 self.store.record(sub, daily_limit=self.daily_limit)
                 result.submission_id = sub.submission_id
             except SubmissionLimitReached as exc:
-                result.status, result.reason = "rejected", f"{exc}; not recorded"
+                _withhold(result, f"{exc}; not recorded")
             result.pseudonym = self.store.pseudonym(result.student)
         result.timing_s["total"] = round(time.perf_counter() - start, 3)
         if output is not None and executed is not None:
@@ -381,6 +396,13 @@ class Grader:
         return result
 
 
+def _withhold(result: GradeResult, reason: str) -> None:
+    """A submission over the daily limit learns nothing from its run: no private or public numbers."""
+    result.status, result.reason = "rejected", reason
+    result.score, result.constraints_met, result.passed = 0.0, False, False
+    result.metrics, result.constraints, result.badges, result.public = {}, {}, [], {}
+
+
 def read_policy_file_safely(path: Path, challenge):
     """The policy the notebook wrote, read without following links, then validated."""
     try:
@@ -388,13 +410,6 @@ def read_policy_file_safely(path: Path, challenge):
     except FileNotFoundError:
         raise PolicyError(no_policy_message(path.name)) from None
     return parse_policy_bytes(data, challenge)
-
-
-def _check_student(student: str) -> str:
-    name = (student or "").strip()
-    if not name or len(name) > 200 or not name.isprintable():
-        raise ConfigError(f"student: expected a printable name of 1-200 characters, got {student!r:.60}")
-    return name
 
 
 def grade(submission: str | Path, challenge: Challenge | str, student: str, *, private_dir=None, db=None,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lab.config import did_you_mean
 from lab.errors import CostlabError, PricingError, ScenarioError
+from lab.fmt import plain_text
 from lab.loader import scenario_from_dict
 from lab.pricing import model_prices
 from lab.stages import stage_names, world_fields
@@ -29,11 +30,22 @@ from lab.stages.prompt_cache import PROVIDER_RULES
 
 POLICY_VERSION = 1
 MAX_POLICY_BYTES = 64 * 1024
+MAX_NESTING = 16            # a policy is a list of flat stage tables; deeper is refused before decoding
+MAX_INT_DIGITS = 30
+MAX_KEY_CHARS = 100
+MAX_TEXT_CHARS = 1000
+MAX_MESSAGE_CHARS = 400
 POLICY_KEYS = ("costlab_policy", "challenge", "pipeline", "model", "note")
 
 
 class PolicyError(CostlabError):
-    """A policy the grader cannot accept: one line saying which field and what was expected."""
+    """A policy the grader cannot accept: one line saying which field and what was expected.
+
+    The message quotes the learner's text, so it is escaped and cut (`lab.fmt.plain_text`) here.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(plain_text(message, MAX_MESSAGE_CHARS))
 
 
 @dataclass(frozen=True)
@@ -72,12 +84,62 @@ def no_policy_message(path) -> str:
             "policy_path is the papermill parameter the grader sets)")
 
 
+def _nesting(text: str) -> int:
+    """How deep arrays and objects nest (brackets inside strings counted too: an upper bound)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _whole_number(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise PolicyError(f"policy: a number of {len(text):,} digits: at most {MAX_INT_DIGITS} are accepted")
+    return int(text)
+
+
+def _no_constant(name: str):
+    raise PolicyError(f"policy: {name} is not a number a policy may use")
+
+
+def _check_values(obj, where: str = "policy") -> None:
+    """Keys short and text free of lone surrogates, everywhere in the decoded policy."""
+    if isinstance(obj, str):
+        if len(obj) > MAX_TEXT_CHARS:
+            raise PolicyError(f"{where}: a text of {len(obj):,} characters: at most {MAX_TEXT_CHARS:,}")
+        if any("\ud800" <= c <= "\udfff" for c in obj):
+            raise PolicyError(f"{where}: text holds a lone surrogate ({plain_text(obj, 40)}): not valid Unicode")
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            if len(key) > MAX_KEY_CHARS:
+                raise PolicyError(f"{where}: a key of {len(key):,} characters ({plain_text(key, 40)}): "
+                                  f"keys have at most {MAX_KEY_CHARS}")
+            _check_values(key, where)
+            _check_values(value, f"{where}.{plain_text(key, 40)}")
+    elif isinstance(obj, list):
+        for k, value in enumerate(obj):
+            _check_values(value, f"{where}[{k}]")
+
+
 def parse_policy_bytes(data: bytes, challenge) -> Policy:
-    """Decode a policy file's bytes as JSON and validate it."""
+    """Decode a policy file's bytes as JSON (bounded: size, nesting, digits, key length) and validate it."""
     try:
-        obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PolicyError(f"policy: not valid JSON ({exc})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"policy: not UTF-8 text (byte {exc.start})") from None
+    if _nesting(text) > MAX_NESTING:
+        raise PolicyError(f"policy: nested more than {MAX_NESTING} levels deep: a policy is a flat list of stages")
+    try:
+        obj = json.loads(text, parse_int=_whole_number, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise PolicyError(f"policy: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
+    except (ValueError, RecursionError) as exc:
+        raise PolicyError(f"policy: not valid JSON ({plain_text(exc, 120)})") from None
+    _check_values(obj)
     return parse_policy(obj, challenge)
 
 

@@ -24,58 +24,39 @@ RLIMIT_FSIZE, no core files, and a scratch working folder.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import resource
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.errors import ConfigError
+from lab.grading.cgroups import RunCgroup
 
 MODES = ("namespaces", "user-namespaces", "process")
 MARKER_ENV = "COSTLAB_SANDBOX_ID"
 TAIL_BYTES = 20_000
+SETUP_FAILED = 97            # _sandbox_setup.FAILED: a mount could not be made as asked (fail closed)
 
-_SETUP = r"""
-set -e
-scratch=$1; shift
-n=$1; shift
-ip link set lo up
-mount --bind "$scratch" "$scratch"
-i=0
-while [ "$i" -lt "$n" ]; do
-  d=$1; shift; i=$((i+1))
-  [ -d "$d" ] && mount -t tmpfs -o ro,size=4k,mode=0555 costlab-hidden "$d"
-done
-dev="$scratch/.dev"
-mkdir -p "$dev"
-mount -t tmpfs -o mode=0755,size=65536k,nosuid costlab-dev "$dev"
-for f in null zero full random urandom; do : > "$dev/$f"; mount --bind "/dev/$f" "$dev/$f"; done
-mkdir -m 1777 "$dev/shm"
-ln -s /proc/self/fd "$dev/fd"; ln -s /proc/self/fd/0 "$dev/stdin"
-ln -s /proc/self/fd/1 "$dev/stdout"; ln -s /proc/self/fd/2 "$dev/stderr"
-mount --move "$dev" /dev
-for p in /proc/sys /proc/sysrq-trigger /proc/irq /proc/bus /proc/fs; do
-  if [ -e "$p" ]; then mount --bind "$p" "$p" && mount -o remount,bind,ro "$p" || true; fi
-done
-awk '{print $5}' /proc/self/mountinfo | while read -r m; do
-  case "$m" in
-    /dev|/dev/*|/proc|/proc/*|"$scratch") ;;
-    *) mount -o remount,bind,ro "$m" 2>/dev/null || true ;;
-  esac
-done
-[ "$1" = "--" ] && shift
-exec setpriv --bounding-set -all --inh-caps -all --ambient-caps -all --no-new-privs -- "$@"
-"""
+SETUP_SCRIPT = Path(__file__).with_name("_sandbox_setup.py")
+#: shared folders every namespaced run gets its own empty view of: files and Unix sockets under them
+#: (docker, D-Bus, databases, other runs' scratch) stay out of reach; /tmp and /var/tmp are private tmpfs
+SHARED_DIRS = ("/tmp", "/var/tmp", "/run", "/var/run", "/home", "/root", "/srv", "/mnt", "/media", "/var/lib",
+               "/var/spool", "/var/mail")
+OWN_TMP = ("/tmp", "/var/tmp")
+TMP_KB = 256 * 1024
 
 _UNSHARE = {
-    "namespaces": ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"],
-    "user-namespaces": ["unshare", "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork",
-                        "--kill-child", "--mount-proc"],
+    "namespaces": ["unshare", "--net", "--mount", "--pid", "--ipc", "--uts", "--fork", "--kill-child",
+                   "--mount-proc"],
+    "user-namespaces": ["unshare", "--user", "--map-root-user", "--net", "--mount", "--pid", "--ipc", "--uts",
+                        "--fork", "--kill-child", "--mount-proc"],
 }
 
 
@@ -84,8 +65,17 @@ class Limits:
     """What one sandboxed run may use."""
 
     timeout_s: float = 120.0
-    memory_mb: int = 2048            # RLIMIT_AS: address space of every process, the kernel included
+    memory_mb: int = 2048            # RLIMIT_AS per process, and the run's cgroup memory limit (all processes)
     file_size_mb: int = 256          # RLIMIT_FSIZE: largest file it may write
+    max_processes: int = 256         # the run's cgroup pids limit
+    cpus: float = 1.0                # the run's cgroup CPU quota (cores)
+
+    def __post_init__(self):
+        for name, low in (("timeout_s", 0.1), ("memory_mb", 64), ("file_size_mb", 1), ("max_processes", 16),
+                          ("cpus", 0.01)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+                raise ConfigError(f"{name}: expected a number >= {low:g}, got {value!r:.40}")
 
 
 @dataclass
@@ -102,17 +92,21 @@ class SandboxRun:
     notes: list[str] = field(default_factory=list)
 
 
-def describe(mode: str, hidden: list[str]) -> dict:
+def describe(mode: str, hidden: list[str], cgroup: str) -> dict:
     """What a mode isolates, for the grade result and the docs."""
     ns = mode != "process"
     return {
         "mode": mode,
         "network": "none (own network namespace, loopback only)" if ns else "NOT isolated",
         "private_folders_hidden": hidden if ns else [],
-        "filesystem": "read-only except the scratch folder" if ns else "NOT isolated (grader's user rights)",
+        "filesystem": ("read-only except the scratch folder and a private /tmp; shared folders (/tmp, /run, homes) "
+                       "replaced by empty tmpfs, so their Unix sockets are unreachable" if ns
+                       else "NOT isolated (grader's user rights)"),
         "processes": "own PID namespace, capabilities dropped" if ns else "same PID namespace",
+        "ipc": "own IPC namespace (SysV shared memory, semaphores, message queues)" if ns else "NOT isolated",
         "environment": "scrubbed",
         "limits": "wall-clock timeout, RLIMIT_AS, RLIMIT_FSIZE, no core files",
+        "cgroup": cgroup,
     }
 
 
@@ -143,8 +137,10 @@ def isolation_mode(requested: str = "auto") -> str:
     return requested
 
 
-def _limit(limits: Limits):
+def _limit(limits: Limits, cgroup: RunCgroup | None):
     def preexec():
+        if cgroup is not None:
+            cgroup.enter()             # before exec: everything the run starts is in the group
         mem = limits.memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
         size = limits.file_size_mb * 2**20
@@ -189,44 +185,61 @@ def run_isolated(argv: list[str], *, scratch: Path, logs: Path, env: dict, limit
                  hide: list[str] = (), keep_visible: list[str] = (), mode: str = "auto") -> SandboxRun:
     """Run argv in the scratch folder under the best isolation available; never raises for the command.
 
-    Folders in `hide` are covered by an empty read-only tmpfs, except one that would also hide
-    the scratch folder or a path in `keep_visible` (the run needs those): it is left visible
-    and named in `notes`.
+    Folders in `hide` and SHARED_DIRS are covered by an empty tmpfs; what the run needs inside
+    them (the scratch folder, `keep_visible`) is bound back in. A hidden folder that is the
+    scratch folder or a needed path itself (or lies inside one) cannot be hidden: it is named in
+    `notes`. The run gets its own cgroup where one can be made; when the command ends, every
+    process left in it (or in its process group, or carrying the run's marker) is killed.
     """
     mode = isolation_mode(mode)
     marker = uuid.uuid4().hex
     env = {**env, MARKER_ENV: marker}
-    needed = [scratch, *keep_visible]
+    needed = [str(Path(p).resolve()) for p in (scratch, *keep_visible)]
     hidden, notes = [], []
     for h in sorted({str(Path(h).resolve()) for h in hide if Path(h).is_dir()}):
-        if any(covers(h, n) for n in needed):
-            notes.append(f"not hidden (the run needs what is inside): {h}")
+        if h in needed:
+            notes.append(f"not hidden (the run needs it): {h}")
         else:
             hidden.append(h)
+    shared = sorted({d for d in SHARED_DIRS if Path(d).is_dir() and not Path(d).is_symlink()} - set(hidden))
+    needed = [n for n in needed if not any(covers(n, d) for d in shared)]    # never bind a whole /tmp back
+    cgroup, why = RunCgroup.make(limits.memory_mb, limits.max_processes, limits.cpus)
     if mode == "process":
         cmd = list(argv)
     else:
-        cmd = [*_UNSHARE[mode], "sh", "-c", _SETUP, "costlab-sandbox", str(scratch), str(len(hidden)),
-               *hidden, "--", *argv]
+        cfg = {"scratch": str(scratch.resolve()), "hide": sorted({*hidden, *shared}), "keep": needed,
+               "own_tmp": list(OWN_TMP), "tmp_kb": TMP_KB}
+        cmd = [*_UNSHARE[mode], sys.executable, "-I", "-S", str(SETUP_SCRIPT), json.dumps(cfg), "--", *argv]
     logs.mkdir(parents=True, exist_ok=True)
     out_path, err_path = logs / "stdout.txt", logs / "stderr.txt"
     start = time.perf_counter()
     timed_out = False
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                preexec_fn=_limit(limits), start_new_session=True)
-        try:
-            proc.wait(timeout=limits.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+    try:
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen(cmd, cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    preexec_fn=_limit(limits, cgroup), start_new_session=True)
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                proc.wait(timeout=limits.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            _killpg(proc.pid)
             proc.wait()
-    leftovers = _kill_marked(marker)
+        leftovers = (cgroup.kill_all() if cgroup else 0) + _kill_marked(marker)
+    finally:
+        if cgroup is not None:
+            cgroup.kill_all()
+            cgroup.remove()
     if leftovers:
         notes.append(f"killed {leftovers} leftover process(es)")
+    if proc.returncode == SETUP_FAILED and mode != "process":
+        notes.append("the sandbox could not be set up (see stderr): the notebook did not run")
+    described = describe(mode, hidden, cgroup.describe() if cgroup else f"NONE: {why}; limits are per process")
     return SandboxRun(returncode=proc.returncode, timed_out=timed_out, seconds=time.perf_counter() - start,
-                      mode=mode, isolation=describe(mode, hidden), stdout=_tail(out_path), stderr=_tail(err_path),
-                      notes=notes)
+                      mode=mode, isolation=described, stdout=_tail(out_path), stderr=_tail(err_path), notes=notes)
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -29,6 +29,7 @@ from sqlalchemy import exc
 
 from lab.db import insert_ignore, normalize_url, open_engine, reader, retrying, shown_url
 from lab.errors import CostlabError
+from lab.fmt import plain_text
 
 _ADJECTIVES = ("amber", "brave", "calm", "clever", "crisp", "eager", "fuzzy", "gentle", "golden", "happy", "jolly",
                "keen", "lively", "lucky", "mellow", "nimble", "proud", "quick", "quiet", "rapid", "shiny", "silent",
@@ -36,6 +37,7 @@ _ADJECTIVES = ("amber", "brave", "calm", "clever", "crisp", "eager", "fuzzy", "g
 _ANIMALS = ("otter", "falcon", "lynx", "panda", "heron", "badger", "koala", "gecko", "marmot", "orca", "ibis",
             "lemur", "puffin", "quokka", "raven", "tapir", "walrus", "yak", "zebra", "bison", "coyote", "dingo",
             "ferret", "gibbon", "hare", "jaguar", "kiwi", "llama", "moose", "newt", "osprey", "beaver")
+MAX_REASON_CHARS = 400      # reasons are stored escaped (lab.fmt.plain_text) and cut to this
 
 metadata = sa.MetaData()
 students = sa.Table(
@@ -141,7 +143,7 @@ class Leaderboard:
         row = {"submission_id": sub.submission_id, "challenge": sub.challenge, "student": sub.student,
                "submitted_at": _iso(sub.submitted_at), "day": sub.submitted_at.astimezone(UTC).date().isoformat(),
                "score": float(sub.score), "public_score": None if sub.public_score is None else float(sub.public_score),
-               "constraints_met": bool(sub.constraints_met), "passed": bool(sub.passed), "reason": sub.reason,
+               "constraints_met": bool(sub.constraints_met), "passed": bool(sub.passed), "reason": plain_text(sub.reason, MAX_REASON_CHARS),
                "metrics": json.dumps(sub.metrics, sort_keys=True), "badges": json.dumps(sorted(sub.badges)),
                "notebook_sha256": sub.notebook_sha256, "grading_s": float(sub.grading_s)}
 

@@ -49,7 +49,8 @@ DEFAULT_TIMEOUT_S = 120.0
 CACHE_TTLS = (None, "5m", "1h")
 
 # Shapes of keys that must never leave this module, whatever the SDK put in a message.
-_KEY_PATTERNS = (re.compile(r"sk-[A-Za-z0-9_\-]{6,}"), re.compile(r"AIza[0-9A-Za-z_\-]{10,}"),
+_KEY_PATTERNS = (re.compile(r"sk-[A-Za-z0-9_\-]*(?:…|\.{3}|\*{3,})[A-Za-z0-9_\-]*"),   # masked: sk-abc…wxyz
+                 re.compile(r"sk-[A-Za-z0-9_\-]{6,}"), re.compile(r"AIza[0-9A-Za-z_\-]{10,}"),
                  re.compile(r"(?i)(key=|api[_-]?key[\"']?\s*[:=]\s*[\"']?|bearer\s+)[^\s&\"',}]+"))
 REDACTED = "[redacted]"
 
@@ -67,14 +68,19 @@ class ProviderError(CostlabError):
         return self.status in RETRYABLE_STATUS
 
 
-def scrub(text: str, secrets=()) -> str:
-    """`text` on one line with every secret (and anything shaped like a key) replaced."""
+def redact(text: str, secrets=()) -> str:
+    """`text` with every secret, and anything shaped like a key (masked `sk-abc…wxyz` forms too), replaced."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
     for pattern in _KEY_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.lastindex else "") + REDACTED, text)
-    return " ".join(text.split())
+    return text
+
+
+def scrub(text: str, secrets=()) -> str:
+    """`text` on one line with every secret (and anything shaped like a key) replaced."""
+    return " ".join(redact(text, secrets).split())
 
 
 def is_loopback(base_url: str | None) -> bool:
