@@ -9,6 +9,7 @@ Every command calls the same public functions a notebook does. Errors a user can
 - `report`: report (HTML, charts and JSON for a scenario or a ledger)
 - `sweep`: sweep (a grid of parameter values and seeds)
 - `grade`: grade, grade-all, leaderboard, challenges, class-init (running a class)
+- `gateway`: gateway serve, learner add|list|revoke, usage (the class gateway)
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lab.cli import grade, live, report, run, sweep, twin
+from lab.cli import gateway, grade, live, report, run, sweep, twin
 from lab.errors import CostlabError
 
 EXIT_USAGE = 2
 
 #: the command groups; each adds its subcommands with `register(subparsers)`
-COMMAND_GROUPS = (run, live, twin, report, sweep, grade)
+COMMAND_GROUPS = (run, live, twin, report, sweep, grade, gateway)
 
 
 def build_parser() -> argparse.ArgumentParser:

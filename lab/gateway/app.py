@@ -309,9 +309,12 @@ class Gateway:
         async def events():
             chunks, settled = [], False
             try:
+                # each chunk goes on when the next arrives: the last one waits for the settlement, since
+                # an SDK hangs up at the stream's end and the usage must be billed before that
                 async for chunk in upstream.aiter_raw():
+                    if chunks:
+                        yield chunks[-1]
                     chunks.append(chunk)
-                    yield chunk
                 row["service_ms"] = (time.perf_counter() - sent) * 1000.0
                 data = b"".join(chunks)
                 priced = wire.stream_usage(sse_events(data), model)
@@ -324,7 +327,7 @@ class Gateway:
                 self._settle(wire, limits, worst_usd, cost_usd, usage, row, t0, key, data + trailer,
                              "text/event-stream")
                 settled = True
-                yield trailer
+                yield (chunks[-1] if chunks else b"") + trailer
             finally:
                 await upstream.aclose()
                 if not settled:   # the client went away mid-stream: bill the worst case, the usage never came

@@ -275,18 +275,18 @@ class GatewayStore:
         """Spend per learner: today, in total, calls, cache hits, and what is left of each cap."""
         day = today()
         rows = []
-        for l in self.learners():
-            if learner and l.name != learner:
+        for person in self.learners():
+            if learner and person.name != learner:
                 continue
-            spent_today = self.spent(f"learner:{l.name}", day)[0]
-            spent_total = self.spent(f"learner:{l.name}", "total")[0]
+            spent_today = self.spent(f"learner:{person.name}", day)[0]
+            spent_total = self.spent(f"learner:{person.name}", "total")[0]
             counts = self._query("SELECT COUNT(*), SUM(CASE WHEN outcome = 'cache_hit' THEN 1 ELSE 0 END), "
                                  "SUM(cost_usd), SUM(baseline_cost_usd) FROM gateway_ledger WHERE learner = ?",
-                                 (l.name,))[0]
-            rows.append({"learner": l.name, "status": "revoked" if l.revoked else "active", "source": l.source,
+                                 (person.name,))[0]
+            rows.append({"learner": person.name, "status": "revoked" if person.revoked else "active", "source": person.source,
                          "calls": int(counts[0] or 0), "cache_hits": int(counts[1] or 0),
-                         "spent_today_usd": spent_today, "daily_usd": l.daily_usd,
-                         "spent_total_usd": spent_total, "total_usd": l.total_usd,
+                         "spent_today_usd": spent_today, "daily_usd": person.daily_usd,
+                         "spent_total_usd": spent_total, "total_usd": person.total_usd,
                          "saved_usd": float((counts[3] or 0) - (counts[2] or 0))})
         return pd.DataFrame(rows, columns=["learner", "status", "source", "calls", "cache_hits", "spent_today_usd",
                                            "daily_usd", "spent_total_usd", "total_usd", "saved_usd"])
