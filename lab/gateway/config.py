@@ -105,7 +105,7 @@ def load_config(path: str | Path) -> GatewayConfig:
 
 def config_from_dict(data: dict, path: str = "<gateway>") -> GatewayConfig:
     top = Table(path, "", data)
-    g = top.table("gateway", {})
+    g = _section(top, "gateway")
     host = g.string("host", GatewayConfig.host)
     port = g.integer("port", GatewayConfig.port, min=0)
     store = g.string("store", GatewayConfig.store)
@@ -129,11 +129,17 @@ def config_from_dict(data: dict, path: str = "<gateway>") -> GatewayConfig:
         if names.count(name) > 1:
             top.fail("pipeline", f"stage {name!r} is listed twice; the gateway runs each stage once")
     config = GatewayConfig(host=host, port=port, store=store, default_max_tokens=default_max, upstreams=upstreams,
-                           class_limits=_limits(top.table("class", {})),
-                           learner_defaults=_limits(top.table("learners", {})), pipeline=pipeline,
+                           class_limits=_limits(_section(top, "class")),
+                           learner_defaults=_limits(_section(top, "learners")), pipeline=pipeline,
                            hub_api_url=hub, path=path)
     top.done()
     return config
+
+
+def _section(top: Table, key: str) -> Table:
+    """An optional table; present but empty (None, from a dict built in Python) reads as absent."""
+    t = top.table(key, {})
+    return t if t is not None else Table(top.path, key, {})
 
 
 def _limits(t: Table) -> Limits:
