@@ -41,6 +41,7 @@ from lab.tokens import get_encoding
 log = logging.getLogger("costlab.gateway")
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
 HUB_CACHE_S = 60.0
+PRICE_MEMO_SIZE = 10_000
 NO_RETRY = {"x-should-retry": "false"}   # the OpenAI and Anthropic SDKs then raise at once
 
 
@@ -77,6 +78,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.hub_cache: dict[str, tuple[float, str | None]] = {}
         self.rng = random.Random()
+        self.price_memo: dict[tuple, tuple] = {}
         self.client: httpx.AsyncClient | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -276,7 +278,7 @@ class Gateway:
         row["service_ms"] = (time.perf_counter() - row.pop("_sent")) * 1000.0
         try:
             response = json.loads(data)
-            usage, cost_usd = usage_and_cost(wire.provider, response, model)
+            usage, cost_usd = self.price(wire, response, model)
         except (ValueError, CostlabError, TypeError, AttributeError) as exc:
             log.warning("%s/%s: cannot price the upstream answer (%s); billed at its worst case",
                         wire.provider, model, type(exc).__name__)
@@ -319,7 +321,7 @@ class Gateway:
                 data = b"".join(chunks)
                 priced = wire.stream_usage(sse_events(data), model)
                 try:
-                    usage, cost_usd = usage_and_cost(wire.provider, priced, model) if priced else (None, worst_usd)
+                    usage, cost_usd = self.price(wire, priced, model) if priced else (None, worst_usd)
                 except (CostlabError, ValueError, TypeError, AttributeError):
                     usage, cost_usd = None, worst_usd
                 # an SSE comment the OpenAI and Anthropic SDKs skip (google-genai would choke on it)
@@ -396,6 +398,21 @@ class Gateway:
             return backoff_s
 
     # -- bookkeeping -----------------------------------------------------------------------
+
+    def price(self, wire: Wire, response: dict, model: str):
+        """genai-prices on the response's usage block, remembered per (model, usage block): usage repeats."""
+        if not isinstance(response, dict):
+            raise ValueError("the upstream answer is not a JSON object")
+        usage = response.get("usageMetadata") if wire.provider == "google" else response.get("usage")
+        key = (wire.provider, model, str(response.get("model") or response.get("modelVersion")),
+               json.dumps(usage, sort_keys=True, default=str))
+        priced = self.price_memo.get(key)
+        if priced is None:
+            priced = usage_and_cost(wire.provider, response, model)
+            if len(self.price_memo) >= PRICE_MEMO_SIZE:
+                self.price_memo.clear()
+            self.price_memo[key] = priced
+        return priced
 
     def _finish(self, row: dict, t0: float, outside_ms: float) -> float:
         """Close the row's clocks: latency, and the overhead = latency minus upstream and queueing time."""

@@ -14,9 +14,11 @@ import re
 
 from lab.errors import ConfigError
 from lab.live import ESTIMATE_MARGIN
-from lab.pricing import model_prices, price_usage_exact
+from lab.pricing import model_prices
 from lab.tokens import count_messages, count_tokens, is_exact
 
+#: relative headroom on a worst case priced in floats
+WORST_CASE_ROUNDING = 1e-9
 _GEMINI = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):(generateContent|streamGenerateContent)$")
 
 
@@ -78,12 +80,14 @@ class Wire:
 
     def worst_case_usd(self, body: dict, model: str) -> float:
         """The most this request can be billed: its prompt as uncached input (or cache writes) plus max_tokens out."""
-        model_prices(self.provider, model)   # an unknown model is refused with close names
+        prices = model_prices(self.provider, model)   # an unknown model is refused with close names
         prompt = self.prompt_tokens(body, model)
         ttl = self.cache_write(body)
         written = prompt if ttl else 0
-        return price_usage_exact(self.provider, model, input_tokens=prompt, output_tokens=self.max_tokens(body),
-                                 cache_write_tokens=written, cache_write_1h_tokens=written if ttl == "1h" else 0)
+        # genai-prices' own numbers in float arithmetic (a tenth of its Decimal calc's time), nudged up
+        # so float rounding can never put the hold below the Decimal-priced bill
+        cost = float(prices.cost_usd(prompt, self.max_tokens(body), 0, written, write_1h=ttl == "1h"))
+        return cost * (1 + WORST_CASE_ROUNDING)
 
     def prepare_stream(self, body: dict) -> None:
         """Ask the upstream for the usage in a stream, where it must be asked for."""
