@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -12,32 +13,52 @@ from lab.gateway.app import Gateway
 from lab.gateway.config import GatewayConfig
 
 
+BACKLOG = 2048
+
+
 def _server(gateway: Gateway, host: str, port: int):
     import uvicorn  # reason: optional ASGI server, in the `gateway` extra
 
     # no access log: a Gemini SDK puts its key (here, the learner's token) in the query string
     config = uvicorn.Config(gateway.app(), host=host, port=port, access_log=False, log_level="warning",
-                            lifespan="on", timeout_keep_alive=30, backlog=2048)
+                            lifespan="on", timeout_keep_alive=30, backlog=BACKLOG)
     return uvicorn.Server(config)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A bound TCP socket (port 0: any free one). Made with proto IPPROTO_TCP, since asyncio sets
+    TCP_NODELAY only on sockets that say so; without it every keep-alive response stalls ~40 ms."""
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)[0]
+        sock = socket.socket(info[0], socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(info[4])
+        sock.listen(BACKLOG)   # early: a client that connects before the loop runs waits in the queue
+    except OSError as exc:
+        raise ConfigError(f"gateway: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return sock
 
 
 def serve(config: GatewayConfig) -> None:
     """Serve until interrupted (Ctrl-C), on the host and port the config names."""
     gateway = Gateway(config)
-    print(f"costlab gateway on http://{config.host}:{config.port}  "
-          f"(openai: /openai/v1, anthropic: /anthropic, google: /google; /metrics, /healthz); store {config.store}",
-          flush=True)
-    _server(gateway, config.host, config.port).run()
+    sock = _listen(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    print(f"costlab gateway on http://{host}:{port}  (openai: /openai/v1, anthropic: /anthropic, "
+          f"google: /google; /metrics, /healthz); store {_shown(config.store)}", flush=True)
+    _server(gateway, config.host, port).run(sockets=[sock])
+
+
+def _shown(store: str) -> str:
+    """A store URL without its password."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", store)
 
 
 @contextlib.contextmanager
 def running(config: GatewayConfig, gateway: Gateway | None = None):
     """A gateway on 127.0.0.1 (an ephemeral port) in a background thread; yields its base URL."""
     gateway = gateway or Gateway(config)
-    # proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say so (else a 40 ms stall per response)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = _listen("127.0.0.1", 0)
     server = _server(gateway, "127.0.0.1", 0)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="costlab-gateway", daemon=True)
     thread.start()

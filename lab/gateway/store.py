@@ -38,10 +38,12 @@ _INT = {"input_tokens", "cached_input_tokens", "output_tokens", "cache", "dedup"
 EPS_USD = 1e-12
 
 SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS learners (name TEXT PRIMARY KEY, token_hash TEXT UNIQUE, daily_usd REAL,
-       total_usd REAL, rpm REAL, created_at REAL NOT NULL, revoked_at REAL, source TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS spend (scope TEXT NOT NULL, period TEXT NOT NULL, spent_usd REAL NOT NULL,
-       reserved_usd REAL NOT NULL, PRIMARY KEY (scope, period))""",
+    """CREATE TABLE IF NOT EXISTS learners (name TEXT PRIMARY KEY, token_hash TEXT UNIQUE, daily_usd DOUBLE PRECISION,
+       total_usd DOUBLE PRECISION, rpm DOUBLE PRECISION, created_at DOUBLE PRECISION NOT NULL,
+       revoked_at DOUBLE PRECISION, source TEXT NOT NULL)""",
+    # DOUBLE PRECISION: PostgreSQL's REAL is 4 bytes, too coarse for sums of cents
+    """CREATE TABLE IF NOT EXISTS spend (scope TEXT NOT NULL, period TEXT NOT NULL, spent_usd DOUBLE PRECISION NOT NULL,
+       reserved_usd DOUBLE PRECISION NOT NULL, PRIMARY KEY (scope, period))""",
     "CREATE TABLE IF NOT EXISTS gateway_ledger (" + ", ".join(
         f"{c} {'TEXT' if c in _TEXT else 'BIGINT' if c in _INT else 'DOUBLE PRECISION'}"
         + (" PRIMARY KEY" if c == "request_id" else "") for c in LEDGER_COLUMNS) + ")",

@@ -32,12 +32,15 @@ def _worst_usd(messages) -> float:
                              output_tokens=MAX_TOKENS)
 
 
-async def _storm(url: str, tokens: list[str]) -> collections.Counter:
+async def _storm(urls, tokens: list[str]) -> collections.Counter:
+    """Every learner's 20 calls, interleaved, at most 100 in flight, spread over the gateways in `urls`."""
+    urls = [urls] if isinstance(urls, str) else list(urls)
     gate = asyncio.Semaphore(IN_FLIGHT)
     statuses = collections.Counter()
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=IN_FLIGHT)) as client:
         async def one(learner: int, k: int):
             async with gate:
+                url = urls[(learner + k) % len(urls)]
                 r = await client.post(f"{url}/openai/v1/chat/completions",
                                       headers={"authorization": f"Bearer {tokens[learner]}"},
                                       json={"model": "gpt-4o-mini", "messages": _messages(learner, k),
@@ -49,6 +52,7 @@ async def _storm(url: str, tokens: list[str]) -> collections.Counter:
 
 
 def _check_no_row_lost_or_doubled(fake, gw, statuses):
+    """`gw`: anything with a `.store` (a Gateway, or the shared store of several)."""
     rows = gw.store.ledger()
     assert len(rows) == LEARNERS * PER_LEARNER == sum(statuses.values())
     assert rows.request_id.is_unique
