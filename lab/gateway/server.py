@@ -12,7 +12,6 @@ from lab.errors import ConfigError
 from lab.gateway.app import Gateway
 from lab.gateway.config import GatewayConfig
 
-
 BACKLOG = 2048
 
 
