@@ -14,7 +14,7 @@ here and their gateway token as its key. The class's keys stay in this process.
 
 from lab.gateway.app import Gateway
 from lab.gateway.config import GatewayConfig, config_from_dict, load_config
-from lab.gateway.server import running, serve
+from lab.gateway.server import BackgroundGateway, running, serve
 from lab.gateway.store import GatewayStore
 
-__all__ = ["Gateway", "GatewayConfig", "GatewayStore", "config_from_dict", "load_config", "running", "serve"]
+__all__ = ["BackgroundGateway", "Gateway", "GatewayConfig", "GatewayStore", "config_from_dict", "load_config", "running", "serve"]

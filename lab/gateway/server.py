@@ -53,22 +53,45 @@ def _shown(store: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", store)
 
 
+class BackgroundGateway:
+    """A gateway on 127.0.0.1 (an ephemeral port) in a background thread, for tests and lessons.
+
+    `start()` returns it with `.url` and `.gateway` set; `stop()` ends it. As a context manager,
+    `running(config)` yields `(url, gateway)`.
+    """
+
+    def __init__(self, config: GatewayConfig, gateway: Gateway | None = None):
+        self.gateway = gateway or Gateway(config)
+        self.url: str | None = None
+        self._server = self._thread = self._sock = None
+
+    def start(self) -> BackgroundGateway:
+        self._sock = _listen("127.0.0.1", 0)
+        self._server = _server(self.gateway, "127.0.0.1", 0)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                        name="costlab-gateway", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise ConfigError("the gateway did not start within 10 s")
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+            self._sock.close()
+            self._server = None
+
+
 @contextlib.contextmanager
 def running(config: GatewayConfig, gateway: Gateway | None = None):
-    """A gateway on 127.0.0.1 (an ephemeral port) in a background thread; yields its base URL."""
-    gateway = gateway or Gateway(config)
-    sock = _listen("127.0.0.1", 0)
-    server = _server(gateway, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="costlab-gateway", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise ConfigError("the gateway did not start within 10 s")
-        time.sleep(0.01)
+    """A background gateway for the `with` block; yields `(url, gateway)`."""
+    background = BackgroundGateway(config, gateway).start()
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", gateway
+        yield background.url, background.gateway
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+        background.stop()
