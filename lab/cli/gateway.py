@@ -8,6 +8,7 @@ instructor can add a learner while the gateway runs.
 from __future__ import annotations
 
 import math
+import sys
 
 from lab.cli.table import print_table
 from lab.errors import ConfigError
@@ -57,7 +58,7 @@ def cmd_learner_add(args) -> int:
 def cmd_learner_list(args) -> int:
     rows = [(x.name, "revoked" if x.revoked else "active", x.source, _cap(x.daily_usd), _cap(x.total_usd),
              "-" if x.rpm is None else f"{x.rpm:g}") for x in _store(args).learners()]
-    print_table(rows, ["learner", "status", "source", "daily cap", "total cap", "rpm"])
+    print_table(rows, ["learner", "status", "source", "daily cap", "total cap", "rpm"], out=sys.stdout)
     return 0
 
 
@@ -75,7 +76,7 @@ def cmd_usage(args) -> int:
     rows = [(r.learner, r.status, f"{r.calls:,}", f"{r.cache_hits:,}", usd(r.spent_today_usd), _cap(r.daily_usd),
              usd(r.spent_total_usd), _cap(r.total_usd), usd(r.saved_usd)) for r in table.itertuples()]
     print_table(rows, ["learner", "status", "calls", "cache hits", "today", "daily cap", "total", "total cap",
-                       "saved"])
+                       "saved"], out=sys.stdout)
     if args.ledger:
         ledger = store.ledger(args.learner)
         write_ledger(ledger, args.ledger)

@@ -142,3 +142,45 @@ def test_a_learner_reads_only_their_own_usage(fake, gateway):
     assert mine["learner"] == "alice" and mine["calls"] == 0
     assert httpx.get(f"{url}/costlab/usage", headers={"authorization": f"Bearer {bob}"}).json()["calls"] == 1
     assert httpx.get(f"{url}/costlab/usage").status_code == 401
+
+
+class _Hub(BaseHTTPRequestHandler):
+    """A stand-in for JupyterHub's REST API: GET /hub/api/user names the owner of a valid token."""
+
+    tokens = {"hub-token-of-zoe": "zoe"}
+
+    def do_GET(self):  # noqa: N802
+        name = self.tokens.get(self.headers.get("authorization", "").removeprefix("token "))
+        body = json.dumps({"name": name, "kind": "user"} if name else {"status": 403, "message": "no"}).encode()
+        self.send_response(200 if name and self.path == "/hub/api/user" else 403)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_hub_token_is_a_learner_with_the_default_limits(fake, tmp_path, monkeypatch):
+    """Not a real JupyterHub (see the README): its /hub/api/user answer, as the gateway asks for it."""
+    monkeypatch.setenv(KEY_ENV, FAKE_KEY)
+    hub = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=hub.serve_forever, daemon=True).start()
+    config = config_from_dict({"gateway": {"store": str(tmp_path / "hub.db"),
+                                           "hub_api_url": f"http://127.0.0.1:{hub.server_address[1]}/hub/api"},
+                               "learners": {"daily_usd": 0.5},
+                               "upstreams": [{"provider": "openai", "base_url": fake.base_url("openai"),
+                                              "key_env": KEY_ENV}]})
+    with running(config) as (url, gw):
+        client = openai.OpenAI(api_key="hub-token-of-zoe", base_url=f"{url}/openai/v1", max_retries=0)
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                       max_tokens=5)
+        zoe = gw.store.learner("zoe")
+        assert zoe.source == "hub" and zoe.daily_usd == 0.5
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(api_key="hub-token-of-nobody", base_url=f"{url}/openai/v1", max_retries=0) \
+                .chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        gw.store.revoke("zoe")
+        with pytest.raises(openai.AuthenticationError):
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    hub.shutdown()
