@@ -10,6 +10,7 @@ Every command calls the same public functions a notebook does. Errors a user can
 - `sweep`: sweep (a grid of parameter values and seeds)
 - `grade`: grade, grade-all, leaderboard, challenges, class-init (running a class)
 - `store`: runs [show|compare|export], class progress (the experiment store)
+- `gateway`: gateway serve, learner add|list|revoke, usage (the class gateway)
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lab.cli import grade, live, report, run, store, sweep, twin
+from lab.cli import gateway, grade, live, report, run, store, sweep, twin
 from lab.errors import CostlabError
 
 EXIT_USAGE = 2
 
 #: the command groups; each adds its subcommands with `register(subparsers)`
-COMMAND_GROUPS = (run, live, twin, report, sweep, grade, store)
+COMMAND_GROUPS = (run, live, twin, report, sweep, grade, store, gateway)
 
 
 def build_parser() -> argparse.ArgumentParser:

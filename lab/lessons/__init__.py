@@ -32,6 +32,7 @@ from lab.lessons.exercises.guardrails import MaxTokens, Resilience
 from lab.lessons.exercises.operations import (
     SWEEP_CAPACITIES,
     SWEEP_TTLS,
+    GatewayHolds,
     KpiFormula,
     LiveBudget,
     SweepChoice,
@@ -91,11 +92,12 @@ LESSONS = (
     ("11", "11_analytics.ipynb", "Analytics: KPIs, anomalies, forecasts and a report"),
     ("12", "12_live_providers.ipynb", "Live providers: replay by default, live with keys and a budget"),
     ("13", "13_scale_sweeps.ipynb", "Scale: parameter sweeps"),
+    ("14", "14_class_gateway.ipynb", "The class gateway: real SDKs, one key, a cap per learner"),
 )
 
 _EXERCISES: dict[str, type[Exercise]] = {cls.lesson: cls for cls in (
     ReadTheBill, CheapestCall, NoCallShare, CacheCapacity, DedupWindow, Batching, PromptCacheTtl,
-    CascadeThreshold, MaxTokens, Resilience, TwinConcurrency, KpiFormula, LiveBudget, SweepChoice)}
+    CascadeThreshold, MaxTokens, Resilience, TwinConcurrency, KpiFormula, LiveBudget, SweepChoice, GatewayHolds)}
 
 
 def exercise(lesson: str) -> Exercise:

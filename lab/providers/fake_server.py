@@ -49,7 +49,9 @@ CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
 REPLY_MIN_TOKENS, REPLY_SPREAD_TOKENS = 40, 160
 CALL_LOG_SIZE = 1000
 
-_GEMINI_PATH = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):generateContent$")
+_GEMINI_PATH = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):(generateContent|streamGenerateContent)$")
+#: words of a reply per streamed text event
+STREAM_WORDS_PER_EVENT = 8
 
 def _stable_int(*parts: str) -> int:
     return int.from_bytes(hashlib.sha256("\x00".join(parts).encode()).digest()[:8], "big")
@@ -391,6 +393,60 @@ class GeminiWire:
 WIRES = {"openai": OpenAIWire(), "anthropic": AnthropicWire(), "google": GeminiWire()}
 
 
+# --------------------------------------------------------------------------- streaming
+
+
+def _pieces(text: str) -> list[str]:
+    words = text.split(" ")
+    return [" ".join(words[k:k + STREAM_WORDS_PER_EVENT]) + (" " if k + STREAM_WORDS_PER_EVENT < len(words) else "")
+            for k in range(0, len(words), STREAM_WORDS_PER_EVENT)] or [""]
+
+
+def _sse(data: dict, event: str | None = None) -> str:
+    return (f"event: {event}\n" if event else "") + f"data: {json.dumps(data)}\n\n"
+
+
+def stream_body(provider: str, response: dict, body: dict) -> bytes:
+    """A complete answer as the provider's server-sent events, usage in the final events as the API sends it."""
+    if provider == "openai":
+        choice = response["choices"][0]
+        head = {k: response[k] for k in ("id", "created", "model", "system_fingerprint")}
+        head["object"] = "chat.completion.chunk"
+        chunk = lambda delta, finish=None: _sse({**head, "choices": [  # noqa: E731
+            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+        out = [chunk({"role": "assistant", "content": ""})]
+        out += [chunk({"content": p}) for p in _pieces(choice["message"]["content"])]
+        out.append(chunk({}, choice["finish_reason"]))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            out.append(_sse({**head, "choices": [], "usage": response["usage"]}))
+        out.append("data: [DONE]\n\n")
+    elif provider == "anthropic":
+        usage = response["usage"]
+        start = {**response, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+        out = [_sse({"type": "message_start", "message": start}, "message_start"),
+               _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                    "content_block_start")]
+        out += [_sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}},
+                     "content_block_delta") for p in _pieces(response["content"][0]["text"])]
+        out += [_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+                _sse({"type": "message_delta", "delta": {"stop_reason": response["stop_reason"], "stop_sequence": None},
+                      "usage": {"output_tokens": usage["output_tokens"]}}, "message_delta"),
+                _sse({"type": "message_stop"}, "message_stop")]
+    else:
+        candidate = response["candidates"][0]
+        pieces = _pieces(candidate["content"]["parts"][0]["text"])
+        out = []
+        for k, p in enumerate(pieces):
+            last = k == len(pieces) - 1
+            event = {"candidates": [{"content": {"parts": [{"text": p}], "role": "model"}, "index": 0,
+                                     **({"finishReason": candidate["finishReason"]} if last else {})}],
+                     "modelVersion": response["modelVersion"], "responseId": response["responseId"]}
+            if last:
+                event["usageMetadata"] = response["usageMetadata"]
+            out.append(_sse(event))
+    return "".join(out).encode()
+
+
 # --------------------------------------------------------------------------- HTTP
 
 
@@ -400,19 +456,23 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HTTPServer
     timeout = 60
+    disable_nagle_algorithm = True   # TCP_NODELAY: no 40 ms delayed-ACK stall between responses
 
     def log_message(self, format, *args):  # noqa: A002 - the stdlib's name
         pass  # the request line of some SDKs carries a key in the query string: log nothing
 
     def _send_json(self, status: int, obj: dict, retry_after_s: float | None = None) -> None:
-        data = json.dumps(obj).encode()
+        self._send(status, json.dumps(obj).encode(), "application/json", retry_after_s)
+
+    def _send(self, status: int, data: bytes, content_type: str, retry_after_s: float | None = None) -> None:
+        """Headers and body in one write (two small writes stall ~40 ms on delayed ACKs)."""
         self.send_response(status)
-        self.send_header("content-type", "application/json")
+        self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(data)))
         if retry_after_s is not None:
             self.send_header("retry-after", f"{retry_after_s:g}")
-        self.end_headers()
-        self.wfile.write(data)
+        self._headers_buffer.extend((b"\r\n", data))
+        self.flush_headers()
 
     def _read_json(self) -> dict:
         length = int(self.headers.get("content-length") or 0)
@@ -437,12 +497,14 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_fake/"):
             self._admin(fake, path)
             return
+        stream = None
         if path == "/v1/chat/completions":
             provider, model = "openai", None
         elif path == "/v1/messages":
             provider, model = "anthropic", None
         elif match := _GEMINI_PATH.match(path):
             provider, model = "google", match.group(1)
+            stream = match.group(2) == "streamGenerateContent"
         else:
             self._send_json(404, {"error": {"message": f"the fake server has no endpoint {path}"}})
             return
@@ -465,7 +527,10 @@ class _Handler(BaseHTTPRequestHandler):
         if delay_s > 0:
             time.sleep(delay_s)
         fake.record(provider, model, 200, response)
-        self._send_json(200, response)
+        if stream or (stream is None and body.get("stream") is True):
+            self._send(200, stream_body(provider, response, body), "text/event-stream")
+        else:
+            self._send_json(200, response)
 
     def _check_key(self, provider: str) -> None:
         """Refuse a call with no key, as the real APIs do (the key itself is never kept)."""
@@ -497,6 +562,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128   # listen backlog: bursts of new connections are queued, not refused
     block_on_close = False   # keep-alive connections of SDK clients must not stall shutdown
     fake: FakeProviderServer
 

@@ -166,3 +166,35 @@ class SweepChoice(Exercise):
 
 
 SWEEP_TTLS, SWEEP_CAPACITIES = SweepChoice.ttls, SweepChoice.capacities
+
+
+class GatewayHolds(Exercise):
+    lesson, title = "14", "how many calls at once under a learner's cap?"
+    task = ("The class gateway holds each call's worst case (counted prompt + max_tokens, at list price) until the "
+            "provider's bill comes back. A learner with a $0.001 daily cap sends calls to openai/gpt-4o-mini with "
+            "the prompt lessons.LIVE_PROMPT and max_tokens=500, all at the same moment. How many of them does the "
+            "gateway admit? Explore with measure(max_tokens=..., calls=...), then check(calls=...).")
+    model, cap_usd, max_tokens = "gpt-4o-mini", 0.001, 500
+    reference = {"calls": 3}
+    wrong = {"calls": 10}
+
+    def measure(self, max_tokens: int = 500, calls: int = 1) -> dict:
+        from lab.gateway.wire import WIRES  # reason: lab.gateway pulls in its extra (starlette, httpx)
+
+        body = {"model": self.model, "max_tokens": int(max_tokens),
+                "messages": [{"role": "user", "content": LIVE_PROMPT}]}
+        worst = WIRES["openai"].worst_case_usd(body, self.model)
+        return {"worst_case_usd": worst, "held_usd": worst * int(calls),
+                "all_admitted": worst * int(calls) <= self.cap_usd + 1e-12,
+                "admitted_at_once": int(self.cap_usd // worst)}
+
+    @self_check
+    def check(self, calls=None):
+        require_number(calls, "calls", integer=True)
+        m = self.measure(self.max_tokens, int(calls))
+        right = m["admitted_at_once"]
+        require(int(calls) <= right, f"{calls} calls would hold ${m['held_usd']:.6f}, over the $0.001 cap: the "
+                "last ones are refused before they reach the provider", m)
+        require(int(calls) == right, "all admitted, but one more would still fit: divide the cap by one call's "
+                "worst case (prompt tokens x input price + max_tokens x output price)", m)
+        return (f"{calls} calls: each holds ${m['worst_case_usd']:.6f} until its bill settles.", m)

@@ -1,0 +1,479 @@
+"""The gateway as an ASGI app: the three wire formats in, the pipeline, one upstream call, a ledger row out.
+
+A request walks the same path as in the simulator, in this order: output cap (max_tokens cut
+to the cap, or set when absent, so every request has a worst case) → response cache →
+in-flight dedup → the learner's rpm → client rate limit (waits) → spend reserved on every
+limit (learner daily/total, budget stage, class) → upstream, with retries and fallback → spend
+settled on genai-prices' price of the provider's usage block, with the ledger row, in one
+transaction. Every answer carries `x-costlab-cost-usd`, `x-costlab-cache` (hit / miss /
+coalesced / off) and `x-costlab-overhead-ms`; a streamed OpenAI or Anthropic answer's cost also
+ends its stream as an SSE comment (`: x-costlab-cost-usd=...`), since its headers left before the
+usage came (google-genai's parser does not skip comments, so a Gemini stream's cost is in the ledger only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+import uuid
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from lab.errors import ConfigError, CostlabError
+from lab.gateway.config import GatewayConfig, Upstream
+from lab.gateway.metrics import GatewayMetrics
+from lab.gateway.stages import Answer, InFlight, LearnerRate, RateLimiter, ResponseCache, request_key
+from lab.gateway.store import GatewayStore, Learner, Limit, Refused, today
+from lab.gateway.wire import WIRES, BadRequest, Wire, sse_events
+from lab.pricing import price_usage_exact
+from lab.providers.sdk import scrub, usage_and_cost
+from lab.tokens import get_encoding
+
+log = logging.getLogger("costlab.gateway")
+RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
+HUB_CACHE_S = 60.0
+PRICE_MEMO_SIZE = 10_000
+NO_RETRY = {"x-should-retry": "false"}   # the OpenAI and Anthropic SDKs then raise at once
+
+
+class Refusal(Exception):
+    """An answer the gateway gives itself, in the provider's error shape."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None, outcome: str = "rejected"):
+        super().__init__(message)
+        self.status, self.message, self.headers, self.outcome = status, message, headers or {}, outcome
+
+
+class Gateway:
+    """The state one gateway process holds: config, store, upstream keys, live stages, metrics."""
+
+    def __init__(self, config: GatewayConfig, store: GatewayStore | None = None, env=None):
+        env = os.environ if env is None else env
+        self.config = config
+        self.store = store or GatewayStore(config.store)
+        self.keys: dict[Upstream, str] = {}
+        for ups in config.upstreams.values():
+            for u in ups:
+                key = (env.get(u.key_env) or "").strip()
+                if not key:
+                    raise ConfigError(f"{config.path}: upstream {u.provider}: the environment variable {u.key_env} "
+                                      f"is not set (export the class's {u.provider} key in it)")
+                self.keys[u] = key
+        self.secrets = tuple(sorted(set(self.keys.values()), key=len, reverse=True))
+        stage = config.stage
+        self.cache = ResponseCache(stage("cache")) if stage("cache") else None
+        self.dedup = InFlight(stage("dedup")) if stage("dedup") else None
+        self.rate = RateLimiter(stage("rate_limit")) if stage("rate_limit") else None
+        self.budget, self.retry, self.output_cap = stage("budget"), stage("retry"), stage("output_cap")
+        self.learner_rate = LearnerRate()
+        self.metrics = GatewayMetrics()
+        self.hub_cache: dict[str, tuple[float, str | None]] = {}
+        self.rng = random.Random()
+        self.price_memo: dict[tuple, tuple] = {}
+        self.client: httpx.AsyncClient | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Open the upstream connection pool; load the tokenizer and the price data before the first call."""
+        get_encoding("o200k_base")
+        price_usage_exact("openai", "gpt-4o-mini", input_tokens=1, output_tokens=1)
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0),
+                                        limits=httpx.Limits(max_connections=2000, max_keepalive_connections=500))
+
+    async def shutdown(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+    # -- who is calling -------------------------------------------------------------------
+
+    async def learner(self, token: str | None) -> Learner | None:
+        if not token:
+            return None
+        learner = self.store.learner_by_token(token)
+        if learner is not None or not self.config.hub_api_url:
+            return learner
+        name = await self._hub_user(token)
+        if name is None:
+            return None
+        d = self.config.learner_defaults
+        return self.store.ensure_hub_learner(name, d.daily_usd, d.total_usd, d.rpm)
+
+    async def _hub_user(self, token: str) -> str | None:
+        """The JupyterHub user a hub API token belongs to (asked of the hub's /user, remembered a minute)."""
+        now = time.monotonic()
+        cached = self.hub_cache.get(token)
+        if cached and cached[0] > now:
+            return cached[1]
+        try:
+            r = await self.client.get(f"{self.config.hub_api_url.rstrip('/')}/user",
+                                      headers={"authorization": f"token {token}"}, timeout=10.0)
+            name = r.json().get("name") if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            name = None
+        self.hub_cache[token] = (now + HUB_CACHE_S, name)
+        return name
+
+    def limits(self, learner: Learner) -> list[Limit]:
+        """Every spend row a call of `learner` counts against, capped or not."""
+        day, c, name = today(), self.config.class_limits, learner.name
+        out = [Limit(f"learner:{name}", day, learner.daily_usd, f"learner {name}'s daily cap"),
+               Limit(f"learner:{name}", "total", learner.total_usd, f"learner {name}'s total cap")]
+        b = self.budget
+        if b is not None and b.action == "reject":
+            if b.per == "all":
+                if b.daily_usd is not None:
+                    out.append(Limit("budget:all", day, b.daily_usd, "the pipeline budget's daily cap"))
+                if b.monthly_usd is not None:
+                    out.append(Limit("budget:all", day[:7], b.monthly_usd, "the pipeline budget's monthly cap"))
+            else:
+                daily = dict(b.daily_usd_by).get(name, b.daily_usd)
+                if daily is not None:
+                    out.append(Limit(f"budget:{name}", day, daily, f"the pipeline budget's daily cap for {name}"))
+                if b.monthly_usd is not None:
+                    out.append(Limit(f"budget:{name}", day[:7], b.monthly_usd,
+                                     f"the pipeline budget's monthly cap for {name}"))
+        out += [Limit("class", day, c.daily_usd, "the class's daily cap"),
+                Limit("class", "total", c.total_usd, "the class's total cap")]
+        return out
+
+    # -- one call ---------------------------------------------------------------------------
+
+    async def handle(self, request: Request, wire: Wire, path: str) -> Response:
+        t0 = time.perf_counter()
+        row = {"request_id": uuid.uuid4().hex, "t_arrival_s": time.time(), "provider": wire.provider,
+               "endpoint": f"{wire.prefix}{path}", "feature": request.headers.get("x-costlab-feature", ""),
+               "input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0, "cache_write_tokens": 0,
+               "cost_usd": 0.0, "baseline_cost_usd": 0.0, "queue_ms": 0.0, "service_ms": 0.0,
+               **{s: 0 for s in ("cache", "dedup", "rate_limit", "budget", "retry", "output_cap")}}
+        learner = None
+        try:
+            learner = await self.learner(wire.token(request.headers, dict(request.query_params)))
+            if learner is None:
+                raise Refusal(401, "unknown or revoked costlab gateway token: use the token your instructor gave "
+                                   "you (or your JupyterHub API token) where the SDK expects its API key",
+                              outcome="unauthorized")
+            row["learner"] = row["tenant"] = learner.name
+            try:
+                body = json.loads(await request.body() or b"{}")
+            except ValueError:
+                raise BadRequest("the request body is not JSON") from None
+            if not isinstance(body, dict):
+                raise BadRequest("the request body must be a JSON object")
+            model = wire.model(body, path)
+            row["model"] = model
+            return await self._serve(request, wire, path, body, model, learner, row, t0)
+        except (Refusal, BadRequest, CostlabError) as exc:
+            status = exc.status if isinstance(exc, Refusal) else 400
+            headers = exc.headers if isinstance(exc, Refusal) else {}
+            row["outcome"] = exc.outcome if isinstance(exc, Refusal) else "rejected"
+            row["status"] = status
+            message = scrub(str(exc.message if isinstance(exc, Refusal) else exc), self.secrets)
+            if learner is not None:
+                self._finish(row, t0, 0.0)
+                self.store.record(row)
+            self.metrics.requests.labels(wire.provider, row["outcome"]).inc()
+            return JSONResponse(wire.error(status, message), status_code=status,
+                                headers={**headers, "x-costlab-cost-usd": "0", "x-costlab-cache": "off",
+                                         "x-costlab-overhead-ms": f"{(time.perf_counter() - t0) * 1000:.3f}"})
+
+    async def _serve(self, request, wire, path, body, model, learner, row, t0) -> Response:
+        max_tokens = wire.max_tokens(body)
+        cap = self.output_cap.max_tokens if self.output_cap else None
+        if max_tokens is None or (cap is not None and max_tokens > cap):
+            row["output_cap"] = int(cap is not None and max_tokens is not None)
+            wire.set_max_tokens(body, cap or self.config.default_max_tokens)
+        stream = wire.stream(body, path)
+        if stream:
+            wire.prepare_stream(body)
+        shared = bool(self.cache and self.cache.config.shared) or bool(self.dedup and self.dedup.config.shared)
+        key = request_key(wire.provider, path, body, None if shared else learner.name)
+        row["prompt"] = request_key(wire.provider, path, body, None)[:32]
+        waited_s = 0.0
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            self.metrics.cache.labels("hit" if hit else "miss").inc()
+            if hit is not None:
+                row.update(cache=1, outcome="cache_hit")
+                return self._answer_again(hit, row, t0, "hit")
+        leader = True
+        if self.dedup is not None:
+            future = self.dedup.join(key)
+            if future is not None:
+                waited = time.perf_counter()
+                answer = await future
+                waited_s = time.perf_counter() - waited
+                if answer is not None and answer.status == 200:
+                    self.metrics.cache.labels("coalesced").inc()
+                    row.update(dedup=1, outcome="deduplicated")
+                    return self._answer_again(answer, row, t0, "coalesced", waited_s)
+                leader = False   # the leader failed: this request tries for itself
+        try:
+            return await self._call(request, wire, path, body, model, learner, row, t0, key, stream)
+        finally:
+            if self.dedup is not None and leader:
+                self.dedup.done(key, row.get("_answer"))
+
+    def _answer_again(self, answer: Answer, row: dict, t0: float, cache: str, waited_s: float = 0.0) -> Response:
+        """A cache hit or a coalesced follower: the leader's bytes, billed nothing, its cost as the baseline."""
+        u = answer.usage
+        row.update(status=200, input_tokens=u.get("input_tokens", 0), output_tokens=u.get("output_tokens", 0),
+                   cached_input_tokens=u.get("cached_input_tokens", 0), baseline_cost_usd=answer.cost_usd,
+                   queue_ms=waited_s * 1000.0)
+        overhead_ms = self._finish(row, t0, waited_s * 1000.0)
+        self.store.record(row)
+        self._count(row)
+        return Response(answer.body, status_code=answer.status, media_type=answer.content_type,
+                        headers={"x-costlab-cost-usd": "0", "x-costlab-cache": cache,
+                                 "x-costlab-overhead-ms": f"{overhead_ms:.3f}",
+                                 "x-costlab-saved-usd": f"{answer.cost_usd:.8f}"})
+
+    async def _call(self, request, wire, path, body, model, learner, row, t0, key, stream) -> Response:
+        retry_s = self.learner_rate.retry_after_s(learner.name, learner.rpm)
+        if retry_s > 0:
+            raise Refusal(429, f"learner {learner.name}'s limit of {learner.rpm:g} requests per minute is reached; "
+                               f"try again in {retry_s:.1f} s", {"retry-after": f"{max(1, round(retry_s))}"})
+        worst_usd = wire.worst_case_usd(body, model)
+        if self.rate is not None:
+            wait_s = await self.rate.wait(wire.prompt_tokens(body, model) + wire.max_tokens(body))
+            row["queue_ms"], row["rate_limit"] = wait_s * 1000.0, int(wait_s > 0)
+        limits = self.limits(learner)
+        try:
+            self.store.reserve(limits, worst_usd)
+        except Refused as exc:
+            row["budget"] = int(exc.limit.scope.startswith("budget"))
+            raise Refusal(429, str(exc), NO_RETRY) from None
+        try:
+            upstream, attempts, retry_s = await self._send(wire, path, body, request, row)
+        except BaseException:
+            self.store.release(limits, worst_usd)
+            raise
+        row["queue_ms"] += retry_s * 1000.0          # failed attempts and backoff: waiting, not service
+        row["service_ms"] = (time.perf_counter() - row["_sent"]) * 1000.0
+        row["retry"] = int(attempts > 1)
+        if upstream.status_code != 200:
+            text = scrub((await upstream.aread()).decode("utf-8", "replace"), self.secrets)
+            await upstream.aclose()
+            row.update(status=upstream.status_code, outcome="error")
+            self._finish(row, t0, row["queue_ms"] + row["service_ms"])
+            self.store.release(limits, worst_usd, row)
+            self._count(row)
+            headers = {h: upstream.headers[h] for h in ("retry-after", "content-type") if h in upstream.headers}
+            return Response(text, status_code=upstream.status_code, headers={
+                **headers, "x-costlab-cost-usd": "0", "x-costlab-cache": "miss" if self.cache else "off",
+                "x-costlab-overhead-ms": f"{row['overhead_ms']:.3f}"})
+        if stream:
+            return self._stream(upstream, wire, model, limits, worst_usd, row, t0, key)
+        data = await upstream.aread()
+        await upstream.aclose()
+        row["service_ms"] = (time.perf_counter() - row.pop("_sent")) * 1000.0
+        try:
+            response = json.loads(data)
+            usage, cost_usd = self.price(wire, response, model)
+        except (ValueError, CostlabError, TypeError, AttributeError) as exc:
+            log.warning("%s/%s: cannot price the upstream answer (%s); billed at its worst case",
+                        wire.provider, model, type(exc).__name__)
+            usage, cost_usd = None, worst_usd
+        answer = self._settle(wire, limits, worst_usd, cost_usd, usage, row, t0, key, data, "application/json")
+        return Response(data, status_code=200, media_type="application/json", headers={
+            "x-costlab-cost-usd": f"{cost_usd:.8f}", "x-costlab-cache": "miss" if self.cache else "off",
+            "x-costlab-overhead-ms": f"{row['overhead_ms']:.3f}", "x-costlab-request-id": row["request_id"],
+            **({"x-costlab-saved-usd": "0"} if answer else {})})
+
+    def _settle(self, wire, limits, worst_usd, cost_usd, usage, row, t0, key, data, content_type) -> Answer:
+        u = usage.as_dict() if usage is not None else {}
+        row.update(status=200, outcome="ok", cost_usd=cost_usd, baseline_cost_usd=cost_usd,
+                   input_tokens=u.get("input_tokens", 0), cached_input_tokens=u.get("cached_input_tokens", 0),
+                   cache_write_tokens=u.get("cache_write_tokens", 0), output_tokens=u.get("output_tokens", 0))
+        self._finish(row, t0, row["queue_ms"] + row["service_ms"])
+        self.store.settle(limits, worst_usd, cost_usd, row)
+        self._count(row)
+        answer = Answer(200, content_type, data, cost_usd, u)
+        if self.cache is not None:
+            self.cache.put(key, answer)
+        row["_answer"] = answer
+        return answer
+
+    def _stream(self, upstream, wire, model, limits, worst_usd, row, t0, key) -> StreamingResponse:
+        """Pass the upstream's events on as they come; price the usage in its final events, then settle."""
+        sent = row.pop("_sent")
+        pre_overhead_ms = (time.perf_counter() - t0) * 1000.0 - (time.perf_counter() - sent) * 1000.0
+
+        async def events():
+            chunks, settled = [], False
+            try:
+                # each chunk goes on when the next arrives: the last one waits for the settlement, since
+                # an SDK hangs up at the stream's end and the usage must be billed before that
+                async for chunk in upstream.aiter_raw():
+                    if chunks:
+                        yield chunks[-1]
+                    chunks.append(chunk)
+                row["service_ms"] = (time.perf_counter() - sent) * 1000.0
+                data = b"".join(chunks)
+                priced = wire.stream_usage(sse_events(data), model)
+                try:
+                    usage, cost_usd = self.price(wire, priced, model) if priced else (None, worst_usd)
+                except (CostlabError, ValueError, TypeError, AttributeError):
+                    usage, cost_usd = None, worst_usd
+                # an SSE comment the OpenAI and Anthropic SDKs skip (google-genai would choke on it)
+                trailer = f": x-costlab-cost-usd={cost_usd:.8f}\n\n".encode() if wire.provider != "google" else b""
+                self._settle(wire, limits, worst_usd, cost_usd, usage, row, t0, key, data + trailer,
+                             "text/event-stream")
+                settled = True
+                yield (chunks[-1] if chunks else b"") + trailer
+            finally:
+                await upstream.aclose()
+                if not settled:   # the client went away mid-stream: bill the worst case, the usage never came
+                    row.update(status=499, outcome="error", cost_usd=worst_usd, baseline_cost_usd=worst_usd)
+                    self._finish(row, t0, (time.perf_counter() - sent) * 1000.0)
+                    self.store.settle(limits, worst_usd, worst_usd, row)
+                    self._count(row)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={
+            "x-costlab-cache": "miss" if self.cache else "off", "x-costlab-overhead-ms": f"{pre_overhead_ms:.3f}",
+            "x-costlab-reserved-usd": f"{worst_usd:.8f}", "x-costlab-request-id": row["request_id"],
+            "cache-control": "no-cache"})
+
+    async def _send(self, wire, path, body, request, row) -> tuple[httpx.Response, int, float]:
+        """The upstream answer (a stream, not yet read), with retries and fallback as the retry stage says.
+
+        A 429, 529 or 5xx is retried with exponential backoff (never sooner than Retry-After);
+        with `fallback = true` the next `[[upstreams]]` entry of the provider is tried when one
+        gives up. The last answer, good or bad, is returned; only an unreachable upstream raises.
+        """
+        r = self.retry
+        max_attempts = r.max_attempts if r else 1
+        upstreams = self.config.upstreams.get(wire.provider, ())
+        if not upstreams:
+            raise Refusal(404, f"this gateway has no {wire.provider} upstream")
+        if not (r and r.fallback):
+            upstreams = upstreams[:1]
+        content = json.dumps(body).encode()
+        query = {k: v for k, v in request.query_params.items() if k != "key"}
+        extra = {h: request.headers[h] for h in ("anthropic-version", "anthropic-beta") if h in request.headers}
+        service_s, attempts, failure = 0.0, 0, None
+        for k, upstream in enumerate(upstreams):
+            headers = {"content-type": "application/json", **extra, **wire.upstream_headers(self.keys[upstream])}
+            for attempt in range(max_attempts):
+                attempts += 1
+                started = time.perf_counter()
+                response = None
+                try:
+                    response = await self.client.send(self.client.build_request(
+                        "POST", upstream.base_url + path, content=content, params=query, headers=headers), stream=True)
+                except httpx.HTTPError as exc:
+                    failure = Refusal(502, f"the {wire.provider} upstream could not be reached "
+                                           f"({type(exc).__name__})", outcome="error")
+                else:
+                    self.metrics.upstream.labels(wire.provider).observe(time.perf_counter() - started)
+                    last_try = attempt == max_attempts - 1 and k == len(upstreams) - 1
+                    if response.status_code == 200 or response.status_code not in RETRYABLE or last_try:
+                        row["_sent"] = started
+                        return response, attempts, service_s
+                    await response.aclose()
+                service_s += time.perf_counter() - started
+                if attempt < max_attempts - 1:
+                    await asyncio.sleep(self._backoff_s(attempt, response))
+        raise failure or Refusal(502, f"the {wire.provider} upstream failed after {attempts} attempts",
+                                 outcome="error")
+
+    def _backoff_s(self, attempt: int, response: httpx.Response | None) -> float:
+        r = self.retry
+        backoff_s = min(r.max_backoff_ms, r.base_ms * 2 ** attempt) / 1000.0
+        if r.jitter:
+            backoff_s = self.rng.uniform(0, backoff_s)
+        after = response.headers.get("retry-after") if response is not None else None
+        try:
+            return max(backoff_s, float(after)) if after else backoff_s
+        except ValueError:
+            return backoff_s
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def price(self, wire: Wire, response: dict, model: str):
+        """genai-prices on the response's usage block, remembered per (model, usage block): usage repeats."""
+        if not isinstance(response, dict):
+            raise ValueError("the upstream answer is not a JSON object")
+        usage = response.get("usageMetadata") if wire.provider == "google" else response.get("usage")
+        key = (wire.provider, model, str(response.get("model") or response.get("modelVersion")),
+               json.dumps(usage, sort_keys=True, default=str))
+        priced = self.price_memo.get(key)
+        if priced is None:
+            priced = usage_and_cost(wire.provider, response, model)
+            if len(self.price_memo) >= PRICE_MEMO_SIZE:
+                self.price_memo.clear()
+            self.price_memo[key] = priced
+        return priced
+
+    def _finish(self, row: dict, t0: float, outside_ms: float) -> float:
+        """Close the row's clocks: latency, and the overhead = latency minus upstream and queueing time."""
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        row["latency_ms"] = latency_ms
+        row["overhead_ms"] = max(latency_ms - outside_ms, 0.0)
+        row.setdefault("tenant", row.get("learner"))
+        row.setdefault("model", "")
+        return row["overhead_ms"]
+
+    def _count(self, row: dict) -> None:
+        m = self.metrics
+        m.requests.labels(row["provider"], row["outcome"]).inc()
+        m.cost.labels(row["provider"]).inc(row["cost_usd"])
+        m.saved.labels(row["provider"]).inc(max(row["baseline_cost_usd"] - row["cost_usd"], 0.0))
+        m.overhead.observe(row["overhead_ms"] / 1000.0)
+        c = self.config.class_limits
+        if c.daily_usd is not None:
+            spent, held = self.store.spent("class", today())
+            m.budget_left.labels("day").set(c.daily_usd - spent - held)
+
+    # -- the app -----------------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        async def chat(request: Request):
+            provider = request.path_params["provider"]
+            wire = WIRES.get(provider)
+            rest = "/" + request.path_params["rest"]
+            if wire is None or not rest.startswith(wire.prefix[len(provider) + 1:]):
+                return JSONResponse({"error": {"message": f"no such endpoint {request.url.path}"}}, status_code=404)
+            path = wire.match(rest[len(wire.prefix) - len(provider) - 1:])
+            if path is None:
+                return JSONResponse(wire.error(404, f"the gateway has no endpoint {request.url.path}"),
+                                    status_code=404)
+            return await self.handle(request, wire, path)
+
+        async def healthz(request: Request):
+            self.store.spent("class", today())
+            return JSONResponse({"status": "ok", "providers": sorted(self.config.upstreams)})
+
+        async def metrics(request: Request):
+            return Response(self.metrics.text(), media_type="text/plain; version=0.0.4")
+
+        async def usage(request: Request):
+            token = None
+            for wire in WIRES.values():
+                token = token or wire.token(request.headers, {})
+            learner = await self.learner(token)
+            if learner is None:
+                return JSONResponse({"error": {"message": "unknown or revoked token"}}, status_code=401)
+            table = self.store.usage(learner.name)   # only the caller's own row, whatever they ask
+            return JSONResponse(json.loads(table.to_json(orient="records"))[0])
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            await self.startup()
+            try:
+                yield
+            finally:
+                await self.shutdown()
+
+        return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics),
+                                 Route("/costlab/usage", usage),
+                                 Route("/{provider}/{rest:path}", chat, methods=["POST"])], lifespan=lifespan)

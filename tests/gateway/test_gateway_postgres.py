@@ -1,0 +1,71 @@
+"""Two gateway processes behind one class, sharing one PostgreSQL store, under the 1,000-request storm.
+
+Runs when COSTLAB_TEST_POSTGRES_URL names a database it may wipe (CI sets it; see RECIPES);
+skipped otherwise. Budgets and the ledger live in the database, so the learner caps hold
+across the two processes exactly as they do in one (the same numbers as test_gateway_limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import types
+
+import pytest
+from conftest import FAKE_KEY, KEY_ENV
+from test_gateway_limits import (
+    LEARNERS,
+    PER_LEARNER,
+    _check_no_row_lost_or_doubled,
+    _messages,
+    _storm,
+    _worst_usd,
+)
+
+from lab.gateway.store import GatewayStore
+
+URL = os.environ.get("COSTLAB_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.skipif(not URL, reason="set COSTLAB_TEST_POSTGRES_URL to a scratch PostgreSQL database")
+
+
+def _wipe(url: str) -> None:
+    import psycopg  # reason: optional driver
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in ("gateway_ledger", "spend", "learners"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.mark.timeout(600)
+def test_two_gateway_processes_share_the_caps(fake, tmp_path, root):
+    _wipe(URL)
+    store = GatewayStore(URL)
+    dearest = max(_worst_usd(_messages(i, k)) for i in range(LEARNERS) for k in range(PER_LEARNER))
+    cap_usd = 16.5 * dearest
+    tokens = [store.add_learner(f"learner{i:02d}", daily_usd=cap_usd) for i in range(LEARNERS)]
+    env = {**os.environ, KEY_ENV: FAKE_KEY, "PYTHONPATH": str(root)}
+    procs, urls = [], []
+    try:
+        for n in range(2):
+            config = tmp_path / f"gw{n}.toml"
+            config.write_text(f'[gateway]\nport = 0\nstore = "{URL}"\n[[upstreams]]\nprovider = "openai"\n'
+                              f'base_url = "{fake.base_url("openai")}"\nkey_env = "{KEY_ENV}"\n')
+            proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "gateway", "serve", "--config", str(config)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+            procs.append(proc)
+            line = proc.stdout.readline()
+            urls.append(re.search(r"(http://127\.0\.0\.1:\d+)", line).group(1))
+        statuses = asyncio.run(_storm(urls, tokens))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+    rows = _check_no_row_lost_or_doubled(fake, types.SimpleNamespace(store=store), statuses)
+    spent = rows.groupby("learner").cost_usd.sum()
+    assert (spent <= cap_usd + 1e-12).all() and (spent >= 0.95 * cap_usd).all()
+    assert set(rows.endpoint) == {"/openai/v1/chat/completions"}
+    print(f"\ntwo processes, one PostgreSQL: {statuses[200]} served, {statuses[429]} refused; spend/cap min "
+          f"{spent.min() / cap_usd:.4f} max {spent.max() / cap_usd:.4f}")
