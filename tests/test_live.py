@@ -29,7 +29,7 @@ from lab.tokens import count_messages, deterministic_text
 
 FAKE_KEY = "sk-test-SECRET-123"
 OPENAI, CLAUDE, GEMINI = ("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-6"), ("google", "gemini-2.5-flash")
-SYSTEM = deterministic_text("support-policy", 1800)
+SYSTEM = deterministic_text("support-policy", 2200)   # above every minimum used here (Gemini 2.5 Flash: 2,048)
 
 
 @pytest.fixture
