@@ -244,12 +244,17 @@ class PromptCacheStage(Stage):
         """(entry key, prefix tokens) of request i's breakpoints, shortest first.
 
         The system prompt's entry is named by its variant (every request with it shares those
-        tokens); the prompt's end by its last block and its exact length.
+        tokens); the prompt's end by its last block (on a trace, its last full block: a trace's
+        hashes cannot show that a partial block is the start of a later prompt's block) and its
+        exact length.
         """
         req = self.sim.requests
         prefix_tokens = int(req.prefix_tokens[i]) if int(req.prefix_id[i]) >= 0 else 0
         at_prefix = (("system", int(req.prefix_id[i])), prefix_tokens)
-        at_end = (("end", blocks[-1] if blocks else None), input_tokens)
+        last = len(blocks) - 1
+        if req.block_ids is not None:
+            last = min(input_tokens // self.block_tokens, len(blocks)) - 1
+        at_end = (("end", blocks[last] if last >= 0 else None), input_tokens)
         if not prefix_tokens or self.config.breakpoint == "end":
             return [at_end]
         if self.config.breakpoint == "prefix" or prefix_tokens >= input_tokens:
@@ -282,8 +287,13 @@ class PromptCacheStage(Stage):
         return cached, upto - cached
 
     def _earlier_turn(self, entries: EntryCache, blocks: list[int], upto: int, now: float):
-        """On a trace, the longest fresh end-of-prompt entry of an earlier turn this prompt extends."""
-        for block in reversed(blocks[:-1]):
+        """On a trace, the longest fresh end-of-prompt entry of an earlier turn this prompt extends.
+
+        An earlier prompt is taken to be a prefix of this one when this one holds all of its full
+        blocks (the breakpoint's lookback; Anthropic checks up to 20 content blocks back, which a
+        trace of token blocks cannot count, so the whole prompt is searched).
+        """
+        for block in reversed(blocks):
             tokens = entries.tokens_at(("end", block), now)
             if 0 < tokens <= upto:
                 return tokens, ("end", block)
