@@ -346,7 +346,12 @@ class PromptCacheStage(Stage):
     def stats(self) -> dict:
         return {"blocks": self.blocks_total, "blocks_hit": self.blocks_hit,
                 "block_hit_ratio": self.blocks_hit / self.blocks_total if self.blocks_total else 0.0,
-                "explicit_storage_usd": self.storage_usd}
+                "explicit_storage_usd": self.storage_usd,
+                # which rule book and family each provider's numbers came from (a newer book can sit beside it)
+                "rule_book_as_of": self.book[0].as_of.isoformat() if self.book else None,
+                "rule_families": {f"{p.name}/{p.model}": r.family + (" (fallback: no rule names this model)"
+                                                                   if r.fallback else "")
+                                  for p, r in zip(self.sim.providers, self.book)}}
 
 
 Stage = PromptCacheStage
