@@ -50,6 +50,7 @@ class RunArrays:
         self.output_tokens = np.zeros(n, dtype=np.int32)      # what came back (a max_tokens cap may cut it)
         self.attempts = np.zeros(n, dtype=np.int8)            # provider calls made for the request
         self.status = np.zeros(n, dtype=np.int16)             # last HTTP status (0: no provider call)
+        self.provider_calls = 0                               # calls sent: a request batch is one, a retry another
 
     def latency_ms(self, t_arrival_s: np.ndarray) -> np.ndarray:
         return ((self.t_done_s - t_arrival_s) * 1000.0).astype(np.float32)

@@ -4,8 +4,9 @@
 (`lab.providers.sdk`) and keeps three promises:
 
 - **a hard cap**: a call is refused (`BudgetExceeded`) unless its worst case — the prompt's
-  counted tokens priced as uncached input (or as cache writes, when it asks for a cache
-  breakpoint), plus `max_tokens` of output — fits in what is left of the budget. Claude and
+  counted tokens priced as uncached input (or as cache writes where the rule book says the
+  call can write: an Anthropic cache breakpoint, any call to an OpenAI model that bills writes,
+  from the model's minimum on), plus `max_tokens` of output — fits in what is left of the budget. Claude and
   Gemini token counts are tiktoken estimates, so they get a 30 % margin. Reasoning and
   thinking tokens count as output within `max_tokens` (OpenAI's max_completion_tokens;
   Gemini's max_output_tokens caps thoughts and reply together, as the API behaves —
@@ -40,6 +41,7 @@ from pathlib import Path
 
 from lab.errors import BudgetExceeded, ConfigError, CostlabError
 from lab.pricing import model_prices, price_usage_exact
+from lab.provider_rules import cache_rules
 from lab.providers.sdk import Chat, ProviderError, Usage, adapter_for, known_secrets, redact, scrub
 from lab.tokens import is_exact
 
@@ -197,11 +199,14 @@ class Session:
     # -- the cap ------------------------------------------------------------------------
 
     def worst_case_usd(self, provider: str, model: str, body: dict, max_tokens: int, cache: str | None) -> float:
-        """The most `body` could cost: its counted prompt as uncached input (or cache writes) plus `max_tokens` out."""
+        """The most `body` could cost: its counted prompt as uncached input or, where it can write, cache writes; plus `max_tokens` out."""
         model_prices(provider, model)  # an unpriceable model is refused with close names, not guessed
         counted = self._adapter(provider).input_tokens_estimate(body)
         prompt = counted if is_exact(model) else math.ceil(counted * ESTIMATE_MARGIN)
-        written = prompt if cache else 0
+        rules = cache_rules(provider, model)
+        asks = bool(cache) if provider == "anthropic" else True     # OpenAI GPT-5.6+ writes unasked
+        can_write = rules.supports_caching and rules.write_charged and asks and prompt >= rules.min_cacheable_tokens
+        written = prompt if can_write else 0
         return price_usage_exact(provider, model, input_tokens=prompt, output_tokens=int(max_tokens),
                                  cache_write_tokens=written, cache_write_1h_tokens=written if cache == "1h" else 0)
 

@@ -68,7 +68,9 @@ def scenario_from_dict(data: dict, path: str = "<scenario>") -> Scenario:
         top.fail("providers", "expected at least one [[providers]] table")
     pipeline = tuple(parse_stage(t) for t in top.tables("pipeline", []))
     sla_t = top.table("sla", {})
-    sla = Sla(p95_ms=sla_t.number("p95_ms", Sla.p95_ms, min=0.0))
+    sla = Sla(p95_ms=sla_t.number("p95_ms", Sla.p95_ms, min=0.0), p99_ms=sla_t.number("p99_ms", Sla.p99_ms, min=0.0))
+    if sla.p95_ms and sla.p99_ms:
+        sla_t.fail("p99_ms", "give one latency target: p95_ms or p99_ms, not both")
     sla_t.done()
     top.done()
     scenario = Scenario(name=name, description=description, traffic=traffic, providers=providers,

@@ -1,6 +1,7 @@
 """What a mock provider needs beyond prices: latency, throughput, limits, quality.
 
-Read from `lab/data/models.toml`, where every number's source is stated. A model with no
+Read from `lab/data/models.toml`, where every number's source is stated (prompt-caching rules
+are in the rule book, `lab.provider_rules`). A model with no
 entry falls back to its provider's defaults (and says so in `ModelInfo.source`).
 """
 
@@ -23,9 +24,6 @@ class ModelInfo:
     rpm: float
     tpm: float
     quality: float
-    min_cacheable_tokens: int
-    cache_block_tokens: int
-    cache_storage_usd_per_mtok_hour: float
     source: str
 
 
@@ -39,7 +37,6 @@ def model_info(provider: str, model: str) -> ModelInfo:
     table = _table()
     base = dict(table["defaults"].get(provider, table["defaults"]["openai"]))
     own = table["models"].get(f"{provider}/{model}")
-    base.setdefault("cache_storage_usd_per_mtok_hour", 0.0)
     if own:
         base.update(own)
     source = "lab/data/models.toml" if own else f"lab/data/models.toml defaults for {provider}"

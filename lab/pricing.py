@@ -4,6 +4,8 @@ genai-prices is the source of truth (it is maintained and works offline). `Model
 copies one model's per-million-token prices out of it — input, cache read, cache write
 (5 minute and 1 hour), output, each possibly tiered by total input tokens ("cliff" tiers:
 crossing a threshold re-prices every token) — plus the batch-API variant when it has one.
+Where the rule book (`lab.provider_rules`) says a model bills cache writes and genai-prices
+carries no write price, the write price is the book's multiplier on input.
 `cost_usd` prices arrays of usage with the same rules; tests check it against
 `genai_prices.calc_price` on mixed usages. A model genai-prices cannot price is an error
 that lists close names: the lab never guesses $0.
@@ -22,6 +24,7 @@ import numpy as np
 from genai_prices import Usage, calc_price, data_snapshot
 
 from lab.errors import PricingError
+from lab.provider_rules import cache_rules
 
 #: provider ids the lab simulates, as genai-prices names them
 PROVIDERS = ("openai", "anthropic", "google")
@@ -152,7 +155,17 @@ def model_prices(provider: str, model: str, tier: str = "standard") -> ModelPric
     batch = None
     if batch_price is not standard and batch_price != standard:
         batch = _from_price(provider, info.id, batch_price, info.context_window)
-    return _from_price(provider, info.id, standard, info.context_window, batch)
+    return _with_rule_book_writes(_from_price(provider, info.id, standard, info.context_window, batch))
+
+
+def _with_rule_book_writes(prices: ModelPrices) -> ModelPrices:
+    """Fill a missing cache-write price from the rule book's multiplier, for models that bill writes."""
+    rules = cache_rules(prices.provider, prices.model)
+    multiplier = rules.write_multiplier.get(rules.default_ttl)
+    if prices.cache_write is not None or not (rules.write_charged and rules.supports_caching and multiplier):
+        return prices
+    scaled = Tiered(prices.input.base * multiplier, tuple((t, p * multiplier) for t, p in prices.input.tiers))
+    return dataclasses.replace(prices, cache_write=scaled)
 
 
 def price_usage_exact(provider: str, model: str, *, input_tokens: int, output_tokens: int,

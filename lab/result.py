@@ -74,19 +74,21 @@ class Result:
         latency = run.latency_ms(self.requests.t_arrival_s)
         n = len(latency)
         served = run.provider >= 0
-        sla_ms = self.scenario.sla.p95_ms
+        sla_ms = self.scenario.sla.limit_ms
         failed = (run.outcome == ERROR) | (run.outcome == REJECTED)
+        hits, cacheable = int((run.outcome == CACHE_HIT).sum()), int(self.requests.cacheable.sum())
         violations = failed | (latency > sla_ms) if sla_ms else failed & False
         return {
             "cost_usd": float(run.cost_usd.sum()),
-            "cache_hit_rate": float((run.outcome == CACHE_HIT).sum() / n),
+            "cache_hit_rate": float(hits / n),
+            "cache_hit_rate_cacheable": float(hits / cacheable) if cacheable else 0.0,
             "sla_violation_rate": float(violations.sum() / n),
             "error_rate": float((run.outcome == ERROR).sum() / n),
             "latency_ms": {"p50": _pct(latency, 50), "p95": _pct(latency, 95), "p99": _pct(latency, 99)},
             "queue_ms": {"mean": float(run.queue_ms[served].mean()) if served.any() else 0.0,
                          "p95": _pct(run.queue_ms[served], 95)},
             "quality_mean": float(run.quality[~failed].mean()) if (~failed).any() else 0.0,
-            "provider_calls": int(served.sum()),
+            "provider_calls": int(run.provider_calls),
         }
 
     def summary(self) -> dict:
@@ -107,6 +109,7 @@ class Result:
             "cost_usd": opt["cost_usd"],
             "reduction_pct": 100.0 * (1.0 - opt["cost_usd"] / base_cost) if base_cost > 0 else 0.0,
             "cache_hit_rate": opt["cache_hit_rate"],
+            "cache_hit_rate_cacheable": opt["cache_hit_rate_cacheable"],
             "sla_violation_rate": opt["sla_violation_rate"],
             "error_rate": opt["error_rate"],
             "latency_ms": opt["latency_ms"],

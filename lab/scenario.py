@@ -131,7 +131,15 @@ class Provider:
 
 @dataclass(frozen=True)
 class Sla:
+    """The latency target: at most one of `p95_ms` / `p99_ms` (0: none)."""
+
     p95_ms: float = 0.0
+    p99_ms: float = 0.0
+
+    @property
+    def limit_ms(self) -> float:
+        """The latency a request must not exceed to meet the SLA (0: no target)."""
+        return self.p95_ms or self.p99_ms
 
 
 @dataclass(frozen=True)

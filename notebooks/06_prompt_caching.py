@@ -4,9 +4,11 @@
 # Providers cache the **beginning** of prompts they have seen. When the next prompt starts the
 # same way (the same system prompt, tool definitions, the conversation so far), those tokens are
 # read from cache at a fraction of the input price. The rules differ: OpenAI caches automatically
-# from 1,024 tokens with no fee; Anthropic needs an explicit breakpoint and charges extra to
-# *write* the cache (1.25x for 5 minutes, 2x for 1 hour) and 0.1x to read it; Gemini caches
-# implicitly from 1,024 tokens on Flash (4,096 on Pro).
+# from 1,024 tokens with no fee (GPT-5.6 and later charge 1.25x to write); Anthropic needs an
+# explicit breakpoint and a minimum length per model (1,024 tokens on Sonnet 4.5, 4,096 on Haiku
+# 4.5), charges extra to *write* the cache (1.25x for 5 minutes, 2x for 1 hour) and 0.1x to read
+# it; Gemini caches implicitly from 2,048 tokens on 2.5 Flash and Pro (4,096 on 3.x). Every such
+# rule, with the page it comes from, is in costlab's rule book: `lab.provider_rules.cache_rules`.
 #
 # **After this lesson you can**
 # - predict what prompt caching saves on each provider
@@ -43,9 +45,10 @@ by_provider = lessons.compare({
 plots.bars(by_provider, "reduction_pct", title="What prompt caching saves, by provider", fmt="{:.1f} %")
 
 # %% [markdown]
-# Claude Haiku saves nothing: its minimum cacheable prefix is 2,048 tokens and this prompt has
-# 1,500. Savings follow each model's cached-input discount (OpenAI 50 %, Anthropic and Gemini
-# 90 %) times the share of input that is the shared prefix.
+# Claude Haiku 4.5 saves nothing: its minimum cacheable prefix is 4,096 tokens and this prompt has
+# 1,500. Gemini 2.5 Flash saves little: its 2,048-token minimum is reached only when a whole
+# question is repeated. Elsewhere savings follow each model's cached-input discount (OpenAI 50 %,
+# Anthropic 90 %) times the share of input that is the shared prefix.
 
 # %% [markdown]
 # ## Experiment 2: can caching make the bill bigger?

@@ -29,7 +29,7 @@ from lab.tokens import count_messages, deterministic_text
 
 FAKE_KEY = "sk-test-SECRET-123"
 OPENAI, CLAUDE, GEMINI = ("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-6"), ("google", "gemini-2.5-flash")
-SYSTEM = deterministic_text("support-policy", 1800)
+SYSTEM = deterministic_text("support-policy", 2200)   # above every minimum used here (Gemini 2.5 Flash: 2,048)
 
 
 @pytest.fixture
@@ -321,3 +321,23 @@ def test_scrub_removes_keys_in_every_shape():
     clean = scrub(text, (FAKE_KEY,))
     assert FAKE_KEY not in clean and "AIzaSy" not in clean and "sk-proj" not in clean and "sk-ant" not in clean
     assert "\n" not in clean and "[redacted]" in clean
+
+
+@pytest.mark.parametrize("provider,model,system_tokens,cache,writes", [
+    ("openai", "gpt-5.6-terra", 3000, None, True),        # GPT-5.6+ writes unasked, at 1.25x (OpenAI guide)
+    ("openai", "gpt-4o-mini", 3000, None, False),         # earlier models bill no writes
+    ("anthropic", "claude-sonnet-4-6", 3000, "5m", True),
+    ("anthropic", "claude-haiku-4-5", 2000, "5m", False),  # 2,000 x 1.3 margin < 4,096: nothing can be written
+])
+def test_worst_case_writes_only_where_the_rule_book_allows(fake, provider, model, system_tokens, cache, writes):
+    # issue 14: the spend cap reads the same rules as the simulation (lab/data/provider_rules.toml)
+    session = Session(budget_usd=5.0, base_url=fake.base_urls())
+    system = deterministic_text("policy", system_tokens)
+    options = {"cache": cache} if cache else {}
+    body = session._adapter(provider).request(model, _chat("Hello", system), 10, **options)
+    counted = session._adapter(provider).input_tokens_estimate(body)
+    prompt = counted if provider == "openai" else math.ceil(counted * 1.3)
+    prices = model_prices(provider, model)
+    in_price = (prices.cache_write if writes else prices.input).base / 1e6
+    expected = prompt * in_price + 10 * prices.output.base / 1e6
+    assert session.worst_case_usd(provider, model, body, 10, cache) == pytest.approx(expected, rel=1e-12)

@@ -33,8 +33,8 @@ import pandas as pd
 from lab import fmt
 from lab.errors import ConfigError
 from lab.models import _table as model_table
-from lab.models import model_info
 from lab.pricing import model_prices
+from lab.provider_rules import cache_rules
 
 PARTS = ("system", "history", "user", "tools", "framing", "output")
 SYSTEM_ROLES = ("system", "developer")
@@ -252,14 +252,14 @@ def _suggest_prefix_cache(frame: pd.DataFrame, total: float) -> Suggestion | Non
         tokens = int(rows["system_tokens"].iloc[0] + rows["tools_tokens"].iloc[0])
         if len(idx) < 2 or tokens == 0:
             continue
-        info = model_info(provider, model)
-        if tokens < info.min_cacheable_tokens:
+        rules = cache_rules(provider, model)
+        if not rules.supports_caching or tokens < rules.min_cacheable_tokens:
             blocked.append(tokens)
             continue
         prices = model_prices(provider, model)
         if prices.cache_read is None:
             continue
-        block = max(1, info.cache_block_tokens)
+        block = max(1, rules.increment_tokens)
         cached = (tokens // block) * block
         inp = rows["input_tokens"].to_numpy()
         read = (prices.input.per_token(inp) - prices.cache_read.per_token(inp)) * cached

@@ -7,12 +7,15 @@ so the official SDKs run unchanged against it. What it returns is deterministic:
 
 - usage is counted with `lab.tokens` (input from the messages, output from a reply text
   derived from the prompt, cut at `max_tokens`);
-- provider prompt caching is simulated with each provider's published rule, so a repeated
-  long prompt shows cached tokens: OpenAI caches prefixes of 1,024 tokens or more in steps
-  of 128 (`prompt_tokens_details.cached_tokens`); Anthropic caches up to each
-  `cache_control` breakpoint of 1,024 tokens or more (2,048 on Haiku), reporting reads,
-  writes and the 5-minute/1-hour split; Gemini caches implicitly from 1,024 tokens
-  (4,096 on Pro) in 128-token blocks (`cachedContentTokenCount`), and reports
+- provider prompt caching follows the rule book (`lab.provider_rules`), the same rules the
+  simulation's prompt_cache stage uses, so a repeated long prompt shows the usage the rules
+  predict: OpenAI caches prefixes from the model's minimum in its increments (128 tokens;
+  `prompt_tokens_details.cached_tokens`), and on write-billing models (GPT-5.6 and later) the
+  exact prefix up to the implicit breakpoint (the end of the prompt) or a message marked
+  `"prompt_cache_breakpoint": true`, reporting `cache_write_tokens`; Anthropic caches the exact
+  prefix up to each `cache_control` breakpoint (at most 4) that reaches the model's minimum,
+  reporting reads, writes and the 5-minute/1-hour split; Gemini caches implicitly from the
+  model's minimum in 128-token blocks (`cachedContentTokenCount`), and reports
   `thoughtsTokenCount` when a thinking budget is set;
 - errors are scripted, never random: `fail_next(n, status=429, retry_after_s=...)`, the
   admin endpoint `POST /_fake/fail`, or a per-request header `x-costlab-fake-fail: 429`.
@@ -33,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from lab.errors import ConfigError
+from lab.provider_rules import CacheRules, cache_rules
 from lab.tokens import count_messages, count_tokens, deterministic_text, get_encoding
 
 HOST = "127.0.0.1"
@@ -40,11 +44,6 @@ PROVIDERS = ("openai", "anthropic", "google")
 #: status a scripted "overloaded" failure uses per provider (OpenAI has none of its own)
 OVERLOADED_STATUS = {"openai": 503, "anthropic": 529, "google": 503}
 FAIL_HEADER = "x-costlab-fake-fail"
-CACHE_BLOCK_TOKENS = 128
-OPENAI_MIN_CACHE_TOKENS = 1024
-ANTHROPIC_MIN_CACHE_TOKENS, ANTHROPIC_HAIKU_MIN_CACHE_TOKENS = 1024, 2048
-GEMINI_MIN_CACHE_TOKENS, GEMINI_PRO_MIN_CACHE_TOKENS = 1024, 4096
-CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
 #: natural reply lengths (tokens) before `max_tokens` cuts them
 REPLY_MIN_TOKENS, REPLY_SPREAD_TOKENS = 40, 160
 CALL_LOG_SIZE = 1000
@@ -149,33 +148,59 @@ class PrefixCache:
             self._expiry_s.clear()
 
 
-def _block_keys(namespace: str, text: str) -> list[str]:
-    """Chained hashes of the prompt's full 128-token blocks: key k names blocks 0..k."""
+def _block_keys(namespace: str, text: str, block_tokens: int) -> list[str]:
+    """Chained hashes of the prompt's full blocks of `block_tokens`: key k names blocks 0..k."""
     tokens = get_encoding("o200k_base").encode_ordinary(text)
     keys, chain = [], hashlib.sha256(namespace.encode())
-    for start in range(0, len(tokens) - CACHE_BLOCK_TOKENS + 1, CACHE_BLOCK_TOKENS):
-        chain.update(repr(tokens[start:start + CACHE_BLOCK_TOKENS]).encode())
+    for start in range(0, len(tokens) - block_tokens + 1, block_tokens):
+        chain.update(repr(tokens[start:start + block_tokens]).encode())
         keys.append(chain.copy().hexdigest())
     return keys
 
 
-def implicit_cached_tokens(cache: PrefixCache, namespace: str, text: str, min_tokens: int,
-                           now_s: float, ttl_s: float = CACHE_TTL_S["5m"]) -> int:
-    """Automatic prefix caching (OpenAI, Gemini implicit): leading blocks seen before, from `min_tokens`.
+def implicit_cached_tokens(cache: PrefixCache, namespace: str, text: str, rules: CacheRules,
+                           now_s: float) -> int:
+    """Automatic prefix caching (OpenAI before GPT-5.6, Gemini implicit): leading blocks seen before.
 
-    Every block of the prompt is then remembered, so the same long prompt sent twice is
-    cached the second time in steps of 128 tokens.
+    Blocks are the model's increment (128 tokens; 2,048 on GPT-5.5), and nothing counts below
+    its minimum. Every block of the prompt is then remembered, so the same long prompt sent
+    twice is cached the second time.
     """
-    keys = _block_keys(namespace, text)
+    if not rules.supports_caching:
+        return 0
+    step = rules.increment_tokens or 1
+    keys = _block_keys(namespace, text, step)
     hit_blocks = 0
     for key in keys:
         if not cache.seen(key, now_s):
             break
         hit_blocks += 1
+    ttl_s = rules.ttl_for()
     for key in keys:
         cache.store(key, now_s, ttl_s)
-    cached = hit_blocks * CACHE_BLOCK_TOKENS
-    return cached if cached >= min_tokens else 0
+    cached = hit_blocks * step
+    return cached if cached >= rules.min_cacheable_tokens else 0
+
+
+def breakpoint_cache(cache: PrefixCache, rules: CacheRules, breakpoints, now_s: float) -> tuple[int, dict]:
+    """Exact-prefix caching at breakpoints (Anthropic, OpenAI GPT-5.6+): tokens read, and written per TTL.
+
+    `breakpoints` are (prefix tokens, hash of the prefix, retention option), shortest first. The
+    longest fresh one is read; only the tokens beyond it are written, once per breakpoint that
+    reaches the model's minimum; a breakpoint below it caches nothing.
+    """
+    if len(breakpoints) > rules.max_breakpoints:
+        raise WireError(400, f"A maximum of {rules.max_breakpoints} blocks with cache_control may be provided. "
+                             f"Found {len(breakpoints)}.")
+    eligible = [b for b in breakpoints if b[0] >= rules.min_cacheable_tokens] if rules.supports_caching else []
+    read = max((tokens for tokens, key, _ in eligible if cache.seen(key, now_s)), default=0)
+    written, covered = dict.fromkeys(rules.ttl_s, 0), read
+    for tokens, key, ttl in eligible:
+        if tokens > covered:
+            written[ttl] += tokens - covered
+            covered = tokens
+        cache.store(key, now_s, rules.ttl_for(ttl))
+    return read, written
 
 
 # --------------------------------------------------------------------------- wire formats
@@ -228,8 +253,16 @@ class OpenAIWire:
         plain = [{k: v for k, v in m.items() if k in ("role", "content", "name")} for m in messages]
         prompt_tokens = count_messages(plain, model, "openai")
         prompt_text = "\n".join(f"{m.get('role')}:{_text(m.get('content'))}" for m in plain)
-        cached = implicit_cached_tokens(server.caches["openai"], f"openai\x00{model}", prompt_text,
-                                        OPENAI_MIN_CACHE_TOKENS, time.monotonic())
+        rules = cache_rules("openai", model)
+        written = 0
+        if rules.write_charged:
+            cached, writes = breakpoint_cache(server.caches["openai"], rules,
+                                              self._breakpoints(model, plain, messages, prompt_tokens, rules),
+                                              time.monotonic())
+            written = sum(writes.values())
+        else:
+            cached = implicit_cached_tokens(server.caches["openai"], f"openai\x00{model}", prompt_text,
+                                            rules, time.monotonic())
         cached = min(cached, prompt_tokens)
         full = reply_text(model, prompt_text)
         text = cut_to_tokens(full, max_tokens)
@@ -241,13 +274,32 @@ class OpenAIWire:
                          "logprobs": None, "finish_reason": "length" if text != full else "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": out,
                       "total_tokens": prompt_tokens + out,
-                      "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+                      "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0,
+                                                **({"cache_write_tokens": written} if rules.write_charged else {})},
                       "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                                     "accepted_prediction_tokens": 0,
                                                     "rejected_prediction_tokens": 0}},
             "service_tier": "default", "system_fingerprint": "fp_costlab_fake",
         }
         return response, out
+
+    @staticmethod
+    def _breakpoints(model: str, plain: list, messages: list, prompt_tokens: int, rules: CacheRules) -> list:
+        """GPT-5.6+: explicit breakpoints (messages marked `prompt_cache_breakpoint`), then the implicit one.
+
+        An explicit breakpoint covers the messages up to and including the marked one; the
+        implicit one, at the end of the latest message, the whole prompt.
+        """
+        out = []
+        for k, message in enumerate(messages[:-1]):
+            if isinstance(message, dict) and message.get("prompt_cache_breakpoint"):
+                head = plain[:k + 1]
+                text = "\n".join(f"{m.get('role')}:{_text(m.get('content'))}" for m in head)
+                out.append((count_messages(head, model, "openai"),
+                            hashlib.sha256(f"{model}\x00{text}".encode()).hexdigest(), rules.default_ttl))
+        text = "\n".join(f"{m.get('role')}:{_text(m.get('content'))}" for m in plain)
+        out.append((prompt_tokens, hashlib.sha256(f"{model}\x00{text}".encode()).hexdigest(), rules.default_ttl))
+        return out
 
     @staticmethod
     def error_body(status: int, message: str) -> dict:
@@ -285,7 +337,8 @@ class AnthropicWire:
             if ttl is not None:
                 breakpoints.append((prefix_tokens, hashlib.sha256(f"{model}\x00{prefix_text}".encode()).hexdigest(), ttl))
         total_tokens = prefix_tokens + 1
-        read, written = self._cache(server.caches["anthropic"], model, breakpoints, time.monotonic())
+        read, written = breakpoint_cache(server.caches["anthropic"], cache_rules("anthropic", model),
+                                         breakpoints, time.monotonic())
         created = written["5m"] + written["1h"]
         prompt_text = prefix_text
         full = reply_text(model, prompt_text)
@@ -313,23 +366,9 @@ class AnthropicWire:
                 control = block.get("cache_control") if isinstance(block, dict) else None
                 if control:
                     ttl = control.get("ttl", "5m")
-                    if ttl not in CACHE_TTL_S:
+                    if ttl not in ("5m", "1h"):
                         raise WireError(400, f"cache_control.ttl: expected '5m' or '1h', got {ttl!r}")
         return ttl
-
-    @staticmethod
-    def _cache(cache: PrefixCache, model: str, breakpoints, now_s: float) -> tuple[int, dict]:
-        """Tokens read from cache (longest breakpoint seen) and written per TTL after it."""
-        minimum = ANTHROPIC_HAIKU_MIN_CACHE_TOKENS if "haiku" in model else ANTHROPIC_MIN_CACHE_TOKENS
-        eligible = [b for b in breakpoints if b[0] >= minimum]
-        read = max((tokens for tokens, key, _ in eligible if cache.seen(key, now_s)), default=0)
-        written, covered = {"5m": 0, "1h": 0}, read
-        for tokens, key, ttl in eligible:
-            if tokens > covered:
-                written[ttl] += tokens - covered
-                covered = tokens
-            cache.store(key, now_s, CACHE_TTL_S[ttl])
-        return read, written
 
     @staticmethod
     def error_body(status: int, message: str) -> dict:
@@ -355,9 +394,8 @@ class GeminiWire:
         prompt_tokens = count_messages(plain, model, "google", system=system_text)
         prompt_text = (f"system:{system_text}\n" if system_text else "") + "\n".join(
             f"{c['role']}:{c['parts'][0]['text']}" for c in plain)
-        minimum = GEMINI_PRO_MIN_CACHE_TOKENS if "pro" in model else GEMINI_MIN_CACHE_TOKENS
         cached = min(implicit_cached_tokens(server.caches["google"], f"google\x00{model}", prompt_text,
-                                            minimum, time.monotonic()), prompt_tokens)
+                                            cache_rules("google", model), time.monotonic()), prompt_tokens)
         # proto JSON: the real API accepts lowerCamel and snake_case names alike
         thinking = config.get("thinkingConfig") or config.get("thinking_config") or {}
         budget = thinking.get("thinkingBudget", thinking.get("thinking_budget")) or 0

@@ -99,6 +99,7 @@ class MockProvider:
         run.provider[i] = self.index
         run.t_dispatch_s[i] = self.env.now
         run.attempts[i] += 1
+        run.provider_calls += 1
         if self.outages and self.in_outage(self.env.now):
             self._refuse(i, self.outage_status, 0.0)
             return
@@ -119,6 +120,7 @@ class MockProvider:
 
     def submit_background(self, i: int) -> None:
         """A fetch on behalf of request i that no one waits for (e.g. an early cache refresh)."""
+        self.sim.run.provider_calls += 1
         if self.outages and self.in_outage(self.env.now):
             return
         if self.free_slots:
@@ -138,6 +140,7 @@ class MockProvider:
     def submit_batch(self, members: list[int], service_s: float) -> None:
         """Several requests in one call (request batching): one slot, one service time, own statuses."""
         run, now = self.sim.run, self.env.now
+        run.provider_calls += 1          # one call answers every member
         for i in members:
             run.provider[i] = self.index
             run.t_dispatch_s[i] = now

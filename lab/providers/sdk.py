@@ -501,10 +501,12 @@ class LiveProvider:
         run.provider[i] = self.index
         run.t_dispatch_s[i] = self.env.now
         run.attempts[i] += 1
+        run.provider_calls += 1
         self._take_slot(i)
 
     def submit_background(self, i: int) -> None:
         """A real fetch on behalf of request i that no one waits for (e.g. an early cache refresh)."""
+        self.sim.run.provider_calls += 1
         self._take_slot(-1 - i)
 
     def _take_slot(self, i: int) -> None:

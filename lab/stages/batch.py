@@ -89,8 +89,8 @@ class BatchStage(Stage):
         self.touch(i)
         if len(batch.members) >= c.max_batch_size:
             self.flush(key)
-        elif c.sla_aware and sim.scenario.sla.p95_ms:
-            deadline_s = sim.requests.t_arrival_s[batch.members[0]] + sim.scenario.sla.p95_ms / 1000.0
+        elif c.sla_aware and sim.scenario.sla.limit_ms:
+            deadline_s = sim.requests.t_arrival_s[batch.members[0]] + sim.scenario.sla.limit_ms / 1000.0
             left_s = batch.opened_s + c.window_ms / 1000.0 - now
             if now + left_s + self.expected_service_s(key[0], batch.members) > deadline_s:
                 self.early_flushes += 1

@@ -77,6 +77,7 @@ class BatchApiStage(Stage):
         run = sim.run
         run.provider[i] = k
         run.t_dispatch_s[i] = sim.env.now
+        run.provider_calls += 1          # a batch job's requests are answered one by one: a call each
         self.sent += 1
         wait_s = float(self.completion_s[i])
         if wait_s > self.config.expiry_s:

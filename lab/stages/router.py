@@ -7,13 +7,19 @@ else by each model's quality score). Among them:
 - "cheapest": the lowest expected cost;
 - "fastest": the lowest typical latency (time to first token + output / speed);
 - "quality_first": the highest expected quality (cheaper on a tie);
-- "balanced": the highest weighted score over cost, latency, reliability and quality, each
-  normalised across candidates, with weights that depend on the request's priority.
+- "balanced": the highest score
+      w_cost * (1 - norm(cost)) + w_latency * (1 - norm(latency))
+      + w_reliability * (1 - error_rate) + w_quality * quality,
+  where norm() rescales expected cost and typical latency to 0..1 across the candidates
+  (min-max), while reliability and quality enter as they are (0..1, not rescaled); the
+  weights depend on the request's priority (`weights` overrides them per priority).
 When no provider meets the need, the best-quality one that fits is used (counted as unmet).
 
-Default weights (costlab's documented defaults, cost/latency/quality 0.4/0.35/0.25 with
-reliability folded into latency as in the seed design; high priority leans to latency and
-quality, low priority to cost):
+Default weights (cost, latency, reliability, quality; each row sums to 1):
+    high:   0.20, 0.45, 0.10, 0.25   (leans to latency, and the only row that weighs reliability)
+    normal: 0.40, 0.35, 0.00, 0.25
+    low:    0.60, 0.10, 0.00, 0.30   (leans to cost)
+tests/stages/test_router.py checks that these lines state DEFAULT_WEIGHTS.
 """
 
 from __future__ import annotations
@@ -34,8 +40,6 @@ DEFAULT_WEIGHTS = {   # priority -> (cost, latency, reliability, quality)
     "normal": (0.40, 0.35, 0.00, 0.25),
     "low": (0.60, 0.10, 0.00, 0.30),
 }
-__doc__ += "\n".join(f"    {p}: cost {w[0]}, latency {w[1]}, reliability {w[2]}, quality {w[3]}"
-                     for p, w in DEFAULT_WEIGHTS.items())
 
 
 @dataclass(frozen=True)

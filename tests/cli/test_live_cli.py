@@ -46,7 +46,7 @@ def fake_keys(monkeypatch):
 
 @pytest.mark.parametrize("provider", list(MODELS))
 def test_costlab_call_json_for_each_provider(fake, capsys, provider):
-    prompt = "Explain prompt caching in one sentence. " * 200   # long enough to be cached when repeated
+    prompt = "Explain prompt caching in one sentence. " * 400   # above every minimum used here (Gemini 2.5 Flash: 2,048)
     args = ["call", provider, MODELS[provider], prompt, "--base-url", fake.base_url(provider), "--max-tokens", "40",
             "--json"]
     if provider == "anthropic":

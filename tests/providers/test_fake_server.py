@@ -1,9 +1,12 @@
 """The fake provider server: wire formats the official SDKs accept, tiktoken usage, caching rules, errors.
 
-Numbers checked are the providers' published rules: OpenAI caches prompts from 1,024
-tokens in 128-token steps; Anthropic caches up to a `cache_control` breakpoint of at least
-1,024 tokens (2,048 on Haiku), reporting writes then reads, split by TTL; Gemini caches
-implicitly and counts thinking within `maxOutputTokens`.
+Numbers checked are the rule book's (lab/data/provider_rules.toml, each with its source):
+OpenAI caches prompts from 1,024 tokens in 128-token steps (OpenAI prompt-caching guide);
+Anthropic caches up to a `cache_control` breakpoint of at least 1,024 tokens on Sonnet 4.6 and
+4,096 on Haiku 4.5 (Anthropic prompt-caching page, "Cache limitations"), reporting writes then
+reads, split by TTL; Gemini caches implicitly from 2,048 tokens on 2.5 Flash and Pro and 4,096
+on 3.x Pro (ai.google.dev/gemini-api/docs/caching, Oct 2026) and counts thinking within
+`maxOutputTokens`.
 """
 
 from __future__ import annotations
@@ -145,25 +148,30 @@ def test_anthropic_no_breakpoint_or_too_short_means_no_cache(fake):
     haiku = [{"type": "text", "text": deterministic_text("s", 1500), "cache_control": {"type": "ephemeral"}}]
     r = client.messages.create(model="claude-haiku-4-5", max_tokens=5, system=haiku,
                                messages=[{"role": "user", "content": "hi"}])
-    assert r.usage.cache_creation_input_tokens == 0   # Haiku's minimum is 2,048 tokens
+    assert r.usage.cache_creation_input_tokens == 0   # Haiku 4.5's minimum is 4,096 tokens
 
 
 def test_gemini_implicit_cache_and_thinking_within_max_output_tokens(fake):
     client = gemini_client(fake)
-    prompt = deterministic_text("doc", 2000)
+    prompt = deterministic_text("doc", 3000)
     config = types.GenerateContentConfig(max_output_tokens=100, thinking_config=types.ThinkingConfig(thinking_budget=64))
     first = client.models.generate_content(model="gemini-2.5-flash", contents=prompt, config=config).usage_metadata
     second = client.models.generate_content(model="gemini-2.5-flash", contents=prompt, config=config).usage_metadata
     assert first.prompt_token_count == count_messages([{"parts": [{"text": prompt}]}], "gemini-2.5-flash", "google")
     assert not first.cached_content_token_count
-    assert second.cached_content_token_count >= 1024 and second.cached_content_token_count % 128 == 0
+    assert second.cached_content_token_count >= 2048 and second.cached_content_token_count % 128 == 0
     assert 0 < second.thoughts_token_count <= 64
     assert second.candidates_token_count + second.thoughts_token_count <= 100
     assert second.total_token_count == (second.prompt_token_count + second.candidates_token_count
                                         + second.thoughts_token_count)
     pro = client.models.generate_content(model="gemini-2.5-pro", contents=prompt).usage_metadata
     pro = client.models.generate_content(model="gemini-2.5-pro", contents=prompt).usage_metadata
-    assert not pro.cached_content_token_count   # Pro's implicit-cache minimum is 4,096 tokens
+    assert pro.cached_content_token_count >= 2048   # 2.5 Pro's implicit minimum is 2,048 (was 4,096 before issue 14)
+    short = deterministic_text("short", 2000)
+    for model in ("gemini-2.5-flash", "gemini-3.1-pro-preview"):   # below 2,048; below 4,096
+        for prompt_text in (short, short) if model == "gemini-2.5-flash" else (prompt, prompt):
+            usage = client.models.generate_content(model=model, contents=prompt_text).usage_metadata
+        assert not usage.cached_content_token_count
 
 
 def test_scripted_failures_in_each_providers_shape(fake):

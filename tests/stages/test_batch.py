@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from stage_helpers import dashboard
+from stage_helpers import dashboard, sim
 
 
 def test_batching_shares_the_system_prompt_and_costs_latency():
@@ -36,3 +36,14 @@ def test_batch_members_fail_alone_and_are_retried_alone():
     led = r.ledger
     assert (led.attempts > 1).mean() == pytest.approx(0.2, abs=0.03)      # members failed independently
     assert (led.outcome == "error").mean() < 0.01                          # and retries recovered them
+
+
+def test_a_request_batch_of_20_is_one_provider_call():
+    # issue 14: provider_calls counts calls; 20 requests batched together are one call to the model
+    # (the baseline sends the same 20 requests as 20 calls)
+    traffic = {"arrivals": {"process": "poisson", "rate_per_s": 1000.0},
+               "input_tokens": {"dist": "constant", "value": 100}, "prefix": {"system_tokens": 500}}
+    r = sim([{"stage": "batch", "window_ms": 10_000, "max_batch_size": 20}], requests=20, traffic=traffic)
+    s = r.summary()
+    assert s["by_stage"]["batch"]["batches"] == 1
+    assert s["provider_calls"] == 1 and s["baseline"]["provider_calls"] == 20

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from stage_helpers import THREE, mock, run
 
 import lab
 from lab.pricing import model_prices
 from lab.quality import quality_curve
+from lab.stages import router as router_module
 
 
 def test_router_picks_the_cheapest_model_meeting_the_quality_need():
@@ -37,3 +40,11 @@ def test_vectorized_routing_equals_the_per_request_rule(strategy):
     r = run([{"stage": "router", "strategy": strategy}], providers, traffic=traffic, requests=3000)
     router = r.stages[0]
     assert [router.choose(i) for i in range(3000)] == router.choices
+
+
+def test_docstring_states_the_default_weights_as_they_are():
+    # issue 14: the docstring is the documentation of the balanced score; it must be the code's numbers
+    stated = {m.group(1): tuple(float(x) for x in m.group(2).split(","))
+              for m in re.finditer(r"^\s+(high|normal|low):\s+([\d., ]+?)\s*(?:\(|$)", router_module.__doc__, re.M)}
+    assert stated == router_module.DEFAULT_WEIGHTS
+    assert all(abs(sum(w) - 1.0) < 1e-12 for w in router_module.DEFAULT_WEIGHTS.values())
