@@ -59,11 +59,12 @@ def test_openai_sdk_bill_equals_genai_prices_on_upstream_usage(fake, gateway, st
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_anthropic_sdk_cache_writes_and_reads_billed(fake, gateway, stream):
+    """A ~2,400-token cached system prompt on Sonnet 4.5 (minimum 1,024 in the rule book; Haiku 4.5 needs 4,096)."""
     url, gw = gateway()
     token = gw.store.add_learner("bo", daily_usd=1.0)
     client = anthropic.Anthropic(api_key=token, base_url=f"{url}/anthropic", max_retries=0)
     system = [{"type": "text", "text": LONG_SYSTEM, "cache_control": {"type": "ephemeral"}}]
-    kwargs = dict(model="claude-haiku-4-5", max_tokens=60, system=system,
+    kwargs = dict(model="claude-sonnet-4-5", max_tokens=60, system=system,
                   messages=[{"role": "user", "content": "Where is my order?"}])
     usages = []
     for _ in range(2):
