@@ -23,13 +23,14 @@ from lab.scenario import (
     Prefix,
     Prompts,
     Provider,
+    Route,
     Scenario,
     Sla,
     Traffic,
     Updates,
     Weighted,
 )
-from lab.stages import parse_stage, validate_pipeline
+from lab.stages import parse_stage, stage_labels, validate_pipeline
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -65,13 +66,52 @@ def scenario_from_dict(data: dict, path: str = "<scenario>") -> Scenario:
         top.fail("providers", "expected at least one [[providers]] table")
     pipeline = tuple(parse_stage(t) for t in top.tables("pipeline", []))
     sla_t = top.table("sla", {})
-    sla = Sla(p95_ms=sla_t.number("p95_ms", Sla.p95_ms, min=0.0))
+    sla = Sla(p95_ms=sla_t.number("p95_ms", Sla.p95_ms, min=0.0),
+              overhead_p95_ms=sla_t.number("overhead_p95_ms", Sla.overhead_p95_ms, min=0.0))
     sla_t.done()
+    routes = _routes(top, pipeline, traffic)
     top.done()
     scenario = Scenario(name=name, description=description, traffic=traffic, providers=providers,
-                        pipeline=pipeline, sla=sla, duration_s=duration_s, requests=requests, path=path)
+                        pipeline=pipeline, routes=routes, sla=sla, duration_s=duration_s, requests=requests, path=path)
     validate_pipeline(scenario, Table(path, "", {}))
     return scenario
+
+
+def _routes(top: Table, pipeline, traffic: Traffic) -> tuple[Route, ...]:
+    """`[[routes]]`: match fields naming known tenants/features/priorities, stages named in pipeline order."""
+    labels = stage_labels(pipeline)
+    if len(set(labels)) != len(labels):
+        top.fail("pipeline", f"stage names must be distinct for routes, got {labels}")
+    known = {"feature": [w.name for w in traffic.features], "tenant": [w.name for w in traffic.tenants],
+             "priority": list(PRIORITIES)}
+    out = []
+    for t in top.tables("routes", []):
+        match = {}
+        for key, names in known.items():
+            values = _strings(t, key)
+            for v in values:
+                if v not in names:
+                    t.fail(key, f"unknown {key} {v!r}: expected one of {', '.join(names)}")
+            match[key] = values
+        stages = _strings(t, "stages")
+        for s in stages:
+            if s not in labels:
+                t.fail("stages", f"no [[pipeline]] stage is named {s!r}: expected one of {', '.join(labels)}")
+        order = [labels.index(s) for s in stages]
+        if order != sorted(set(order)):
+            t.fail("stages", f"list each stage once, in [[pipeline]] order ({', '.join(labels)}), got {list(stages)}")
+        out.append(Route(name=t.string("name", Route.name), stages=stages, **match))
+        t.done()
+    return tuple(out)
+
+
+def _strings(t: Table, key: str) -> tuple[str, ...]:
+    """A string or a list of strings (a match field, a stage list); absent: ()."""
+    value = t.raw(key, [])
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        t.fail(key, f"expected a string or a list of strings, got {value!r:.60}")
+    return tuple(value)
 
 
 def _weighted(t: Table, key: str) -> tuple[Weighted, ...]:

@@ -132,6 +132,18 @@ class Provider:
 @dataclass(frozen=True)
 class Sla:
     p95_ms: float = 0.0
+    overhead_p95_ms: float = 0.0           # alert when the stages' own p95 latency exceeds this; 0 = off
+
+
+@dataclass(frozen=True)
+class Route:
+    """Requests this route matches (any listed value; empty = any) and the named stages they meet."""
+
+    name: str = ""
+    feature: tuple[str, ...] = ()
+    tenant: tuple[str, ...] = ()
+    priority: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,6 +154,7 @@ class Scenario:
     traffic: Traffic
     providers: tuple[Provider, ...]
     pipeline: tuple[Any, ...] = ()
+    routes: tuple[Route, ...] = ()         # none: every request meets the whole pipeline
     sla: Sla = Sla()
     duration_s: float | None = None
     requests: int | None = None

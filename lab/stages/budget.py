@@ -21,14 +21,15 @@ import numpy as np
 
 from lab.config import Table
 from lab.ledger import OK, REJECTED
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
+CAN_FAIL = True   # it has a store or a worker: `outages` and `on_failure` apply
 NAME = "budget"
 DAY_S, MONTH_S = 86_400.0, 30 * 86_400.0
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     daily_usd: float | None = None
     monthly_usd: float | None = None

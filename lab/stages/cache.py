@@ -27,15 +27,16 @@ from lab.config import Table
 from lab.ledger import CACHE_HIT, OK
 from lab.stages._eviction import POLICIES, make_store
 from lab.stages._singleflight import SingleFlight
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
+CAN_FAIL = True   # it has a store or a worker: `outages` and `on_failure` apply
 NAME = "cache"
 #: fields that describe the world, not a policy choice (graders lock them)
 WORLD_FIELDS = ("hit_latency_ms", "stale_quality")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     policy: str = "lru"
     capacity: int | None = None            # entries; None with no capacity_tokens = unlimited

@@ -34,7 +34,7 @@ from itertools import repeat
 import numpy as np
 
 from lab.config import Table
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
 NAME = "prompt_cache"
 #: fields that describe the world, not a policy choice (graders lock them)
@@ -46,7 +46,7 @@ OPENAI_MIN_TOKENS, OPENAI_STEP_TOKENS = 1024, 128
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     rules: str = "auto"
     capacity_tokens: int | None = None

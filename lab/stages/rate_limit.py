@@ -14,14 +14,15 @@ from dataclasses import dataclass
 
 from lab.buckets import TokenBucket
 from lab.config import Table
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
+CAN_FAIL = True   # it has a store or a worker: `outages` and `on_failure` apply
 NAME = "rate_limit"
 HIGH = 0
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     rpm: float = 0.0
     tpm: float = 0.0                   # input + max_tokens per minute

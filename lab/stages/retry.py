@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from lab.config import Table
 from lab.ledger import ERROR, OK
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
 NAME = "retry"
 RETRYABLE = (429, 500, 502, 503, 529)
@@ -23,7 +23,7 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     max_attempts: int = 4                 # the first call included
     base_ms: float = 500.0

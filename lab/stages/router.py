@@ -25,7 +25,7 @@ import numpy as np
 from lab.config import Table
 from lab.quality import quality_curve
 from lab.scenario import PRIORITIES
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
 NAME = "router"
 STRATEGIES = ("cheapest", "fastest", "balanced", "quality_first")
@@ -39,7 +39,7 @@ __doc__ += "\n".join(f"    {p}: cost {w[0]}, latency {w[1]}, reliability {w[2]},
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     strategy: str = "cheapest"
     weights: tuple[tuple[str, tuple[float, float, float, float]], ...] = tuple(DEFAULT_WEIGHTS.items())
