@@ -85,7 +85,8 @@ class Result:
         by_stage = {}
         for name, stage in zip(self.stage_names, self.stages):
             touched = int(((self.run.stage_flags & stage.bit) != 0).sum())
-            by_stage[name] = {"requests_touched": touched, "cost_saved_usd": stage.saved_usd(self), **stage.stats()}
+            by_stage[name] = {"requests_touched": touched, "cost_saved_usd": stage.saved_usd(self), **stage.stats(),
+                              **stage.failure_stats()}
         self._summary = {
             "scenario": self.scenario.name,
             "seed": self.seed,
