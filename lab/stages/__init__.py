@@ -35,12 +35,13 @@ from lab.stages import (
     retry,
     router,
     semantic_cache,
+    tiered_cache,
 )
 from lab.stages.base import ON_FAILURE, Stage
 
 #: every stage module by the name a `[[pipeline]]` table gives in `stage = "..."`
 STAGES = {m.NAME: m for m in (cache, semantic_cache, dedup, prompt_cache, batch, batch_api, budget, rate_limit,
-                              router, cascade, retry, compress)}
+                              router, cascade, retry, compress, tiered_cache)}
 
 
 def stage_names() -> list[str]:
