@@ -47,6 +47,8 @@ class Requests:
     block_offsets: np.ndarray | None = None
     update_t_s: np.ndarray = field(default_factory=lambda: np.zeros(0))   # data changes: when
     update_prompt: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # and which
+    key_input_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))  # per catalog prompt
+    key_output_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))  # (warm, prefetch)
 
     def __len__(self) -> int:
         return len(self.t_arrival_s)
@@ -215,6 +217,9 @@ def make_requests(scenario: Scenario, rng: np.random.Generator, requests: int | 
     # the output cap each request sends; an answer longer than it is cut off there
     req.max_tokens = np.full(n, tr.max_tokens, dtype=np.int32)
     req.output_tokens = np.minimum(req.output_tokens, req.max_tokens)
+    if n_keys and trace is None:   # what asking any catalog prompt would send and get (warming, prefetching)
+        req.key_input_tokens = (key_in + system_tokens).astype(np.int32)
+        req.key_output_tokens = np.minimum(key_out, tr.max_tokens).astype(np.int32)
     if tr.difficulty is not None:   # like its lengths, a prompt's difficulty belongs to the prompt
         draws = np.clip(tr.difficulty.sample(rng, n_keys or n), 0.0, 1.0).astype(np.float32)
         req.difficulty = draws[prompt] if n_keys else draws

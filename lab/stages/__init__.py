@@ -30,18 +30,20 @@ from lab.stages import (
     cascade,
     compress,
     dedup,
+    prefetch,
     prompt_cache,
     rate_limit,
     retry,
     router,
     semantic_cache,
     tiered_cache,
+    warm,
 )
 from lab.stages.base import ON_FAILURE, Stage
 
 #: every stage module by the name a `[[pipeline]]` table gives in `stage = "..."`
 STAGES = {m.NAME: m for m in (cache, semantic_cache, dedup, prompt_cache, batch, batch_api, budget, rate_limit,
-                              router, cascade, retry, compress, tiered_cache)}
+                              router, cascade, retry, compress, tiered_cache, warm, prefetch)}
 
 
 def stage_names() -> list[str]:

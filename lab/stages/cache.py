@@ -268,6 +268,28 @@ class CacheStage(Stage):
         size = float(req.input_tokens[i] + req.output_tokens[i]) if self.size_tokens else 1.0
         self.store.put(key, entry, size)
 
+    # -- what warm and prefetch stages use --------------------------------------------
+
+    def key_for(self, prompt: int, tenant: int) -> int:
+        return prompt if self.config.shared else (prompt << 16) | tenant
+
+    def holds(self, key: int) -> bool:
+        return key in self.store
+
+    def preload(self, key: int, prompt: int) -> None:
+        """Store an answer fetched ahead of demand (warming, prefetch), as fresh as a normal fill."""
+        now = self.sim.env.now
+        if self.outages and self.down(now):
+            return
+        if self.update_t.size:
+            self.catch_up(now)
+        intent = prompt // self.sim.scenario.traffic.prompts.paraphrases
+        current = self.version.get(intent, 0)
+        ttl = self.ttl_for(intent, now)
+        req = self.sim.requests
+        size = float(req.key_input_tokens[prompt] + req.key_output_tokens[prompt]) if self.size_tokens else 1.0
+        self.store.put(key, Entry(now + ttl if ttl is not None else math.inf, current, current, 0.0, now, 1.0), size)
+
     def stats(self) -> dict:
         lookups = self.hits + self.misses + self.coalesced
         return {"hits": self.hits, "misses": self.misses, "coalesced": self.coalesced,

@@ -123,8 +123,17 @@ class TieredCacheStage(Stage):
         if replica is not None:
             self.l1[replica].put(key, self._expiry(self.config.l1_ttl_s, now))
 
+    # -- what warm and prefetch stages use --------------------------------------------
+
+    def key_for(self, prompt: int, tenant: int) -> int:
+        return prompt if self.config.shared else (prompt << 16) | tenant
+
     def holds(self, key: int) -> bool:
         return key in self.l2
+
+    def preload(self, key: int, prompt: int) -> None:
+        """An answer fetched ahead of demand goes to the shared L2 (every replica can reach it)."""
+        self.put(key)
 
     def stats(self) -> dict:
         lookups = self.l1_hits + self.l2_hits + self.misses
