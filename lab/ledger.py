@@ -90,6 +90,8 @@ def build_ledger(requests, run: RunArrays, baseline: RunArrays, provider_names, 
         "http_status": run.status,
         "overhead_ms": run.overhead_ms,
     }
+    if requests.session is not None:   # conversation-shaped traffic: which session and turn
+        cols["session"], cols["turn"] = requests.session, requests.turn
     for k, name in enumerate(stage_names):
         cols[f"stage_{name}"] = (run.stage_flags & np.uint32(1 << k)) != 0
     return pd.DataFrame(cols, copy=False)

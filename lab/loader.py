@@ -25,6 +25,7 @@ from lab.scenario import (
     Provider,
     Route,
     Scenario,
+    Sessions,
     Sla,
     Traffic,
     Updates,
@@ -168,7 +169,18 @@ def _traffic(t: Table, base_dir: Path) -> Traffic:
         updates = Updates(rate_per_s=ut.number("rate_per_s", min=0.0),
                           follow_popularity=ut.boolean("follow_popularity", Updates.follow_popularity))
         ut.done()
-    traffic = Traffic(arrivals=arrivals, prompts=prompts, input_tokens=input_tokens, output_tokens=output_tokens,
+    sessions = None
+    if t.has("sessions"):
+        st = t.table("sessions")
+        if is_trace:
+            st.fail("", "a trace carries its own arrivals: sessions apply to generated traffic")
+        sessions = Sessions(turns=st.dist("turns", Sessions.turns, kinds=TOKEN_DISTS),
+                            think_time_s=st.dist("think_time_s", Sessions.think_time_s, kinds=TOKEN_DISTS),
+                            shared_prefix_tokens=st.integer("shared_prefix_tokens", Sessions.shared_prefix_tokens,
+                                                            min=0),
+                            history=st.boolean("history", Sessions.history))
+        st.done()
+    traffic = Traffic(arrivals=arrivals, sessions=sessions, prompts=prompts, input_tokens=input_tokens, output_tokens=output_tokens,
                       tenants=_weighted(t, "tenants"), features=_weighted(t, "features"),
                       priorities=priorities, prefix=prefix, updates=updates,
                       max_tokens=t.integer("max_tokens", Traffic.max_tokens, min=1),

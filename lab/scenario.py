@@ -75,6 +75,21 @@ class Updates:
 
 
 @dataclass(frozen=True)
+class Sessions:
+    """Conversation-shaped traffic: `arrivals` are users opening a chat, each sending several turns.
+
+    Turn k+1 is sent a think time after turn k is sent; with `history`, each turn resends the
+    conversation so far (its input grows by the previous turn's message and answer), after
+    the system prompt and a `shared_prefix_tokens` context of its own (a document, a profile).
+    """
+
+    turns: Dist = Dist("empirical", values=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0))   # rounded, >= 1
+    think_time_s: Dist = Dist("exponential", mean=30.0)
+    shared_prefix_tokens: int = 0
+    history: bool = True
+
+
+@dataclass(frozen=True)
 class Traffic:
     arrivals: Arrivals
     prompts: Prompts = Prompts()
@@ -89,6 +104,7 @@ class Traffic:
     difficulty: Dist | None = None         # enables the quality model (lab/quality.py)
     min_quality: float = 0.0               # the quality a request needs (routers respect it)
     may_wait_share: float = 0.0            # share of requests that tolerate hours (batch APIs)
+    sessions: Sessions | None = None       # users and their conversations (arrivals = sessions opened)
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,8 @@ class PromptCacheStage(Stage):
         prefix_id = int(req.prefix_id[i])
         n_prefix = int(req.prefix_tokens[i]) // bt if prefix_id >= 0 else 0
         ids = [-(prefix_id * 4096 + j) - 1 for j in range(min(n_prefix, n_blocks))]
-        body = (int(req.prompt[i]) * 64 + (prefix_id + 1)) * 4096
+        shared = req.context_key[i] if req.context_key is not None else req.prompt[i]   # a session's history
+        body = (int(shared) * 64 + (prefix_id + 1)) * 4096
         ids.extend(body + j for j in range(n_blocks - len(ids)))
         return ids
 
