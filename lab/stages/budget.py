@@ -140,6 +140,7 @@ class BudgetStage(Stage):
         self.exempt = {PRIORITIES.index(p) for p in config.exempt}
         self.early_warnings = self.exempted = 0
         self.reserved_total_usd = self.billed_total_usd = 0.0
+        self.closed: list[tuple[int, float, float]] = []      # (key, span, spent) of periods that ended
         self._routes_later: bool | None = None
         self.cheapest = self._cheapest_provider()
         self.alerts: list[dict] = []
@@ -164,6 +165,8 @@ class BudgetStage(Stage):
         if acc is None or acc.period != period:
             # a new period starts with no spend; reservations still in flight carry over
             carried = acc.reserved_usd if acc is not None else 0.0
+            if acc is not None:
+                self.closed.append((key, span, acc.spent_usd))
             acc = self.accounts[(key, span)] = Account(period)
             acc.reserved_usd = carried
         return acc
@@ -335,14 +338,15 @@ class BudgetStage(Stage):
         return out
 
     def reservation_stats(self) -> dict:
-        """How much of the budget was used, what was held vs billed, and any overshoot (per period account)."""
+        """The fullest period's share of its limit, what was held vs billed, and any overshoot (all periods)."""
         used, over, over_n = 0.0, 0.0, 0
-        for (key, span), acc in self.accounts.items():
+        periods = self.closed + [(key, span, acc.spent_usd) for (key, span), acc in self.accounts.items()]
+        for key, span, spent in periods:
             limit = next((self.limit_for(key, lim, s) for lim, s in self.limits if s == span), float("inf"))
             if 0 < limit < float("inf"):
-                used = max(used, acc.spent_usd / limit)
-                if acc.spent_usd > limit + 1e-12:
-                    over += acc.spent_usd - limit
+                used = max(used, spent / limit)
+                if spent > limit + 1e-12:
+                    over += spent - limit
                     over_n += 1
         return {"reserve": self.config.reserve, "reserve_output_tokens": int(self.reserved_out.max(initial=0)),
                 "utilisation": used, "reserved_usd": self.reserved_total_usd, "billed_usd": self.billed_total_usd,
