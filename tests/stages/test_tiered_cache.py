@@ -60,3 +60,39 @@ def test_tiered_lru_hit_ratios_match_che_per_tier(alpha, catalog, replicas, c1, 
           f"L1 Che {expected[0]:.4f} measured {got[0]:.4f}; L2 Che {expected[1]:.4f} measured {got[1]:.4f}")
     assert abs(got[0] - expected[0]) < 0.01
     assert abs(got[1] - expected[1]) < 0.02
+
+
+WARM_TRAFFIC = {"arrivals": {"process": "poisson", "rate_per_s": 20.0},
+                "prompts": {"catalog": 2000, "popularity": {"dist": "zipf", "alpha": 0.9}}}
+PROVIDER = [{"name": "openai", "model": "gpt-4o-mini", "concurrency": 100000,
+             "latency_ms": {"dist": "constant", "value": 500}}]
+
+
+def test_warming_bills_the_top_prompts_at_list_price_and_counts_which_were_used():
+    s = scenario([{"stage": "warm", "top_n": 50}, {"stage": "cache", "shared": True}], requests=5000,
+                 traffic=WARM_TRAFFIC, providers=PROVIDER)
+    r = lab.simulate(s, seed=0, progress=False)
+    w = r.summary()["by_stage"]["warm"]
+    req = r.requests
+    price = (req.key_input_tokens[:50] * 0.15e-6 + req.key_output_tokens[:50] * 0.6e-6).sum()   # gpt-4o-mini
+    assert w["warmed"] == 50 and w["warmed_cost_usd"] == pytest.approx(price, rel=1e-9)
+    # an unlimited cache keeps every warmed entry: used = the top-50 prompts asked at least once
+    assert w["warmed_used"] == len(set(req.prompt.tolist()) & set(range(50)))
+    assert r.ledger.cost_usd.sum() == pytest.approx(r.summary()["cost_usd"], rel=1e-12)
+    led = r.ledger
+    assert not ((led.outcome != "cache_hit") & (led.t_arrival_s > 0) &
+                np.isin(req.prompt, np.arange(50))).any()             # no top-50 prompt ever missed
+
+
+def test_prefetch_is_billed_and_reports_its_hit_share():
+    s = scenario([{"stage": "prefetch"}, {"stage": "cache", "capacity": 300, "shared": True}], requests=10_000,
+                 traffic=WARM_TRAFFIC, providers=PROVIDER)
+    r = lab.simulate(s, seed=0, progress=False)
+    p, c = r.summary()["by_stage"]["prefetch"], r.summary()["by_stage"]["cache"]
+    print(f"prefetch: {p['prefetched']} fetched, {p['prefetched_used']} used (hit share {p['hit_share']:.3f}), "
+          f"${p['prefetched_cost_usd']:.4f}")
+    assert 0 < p["prefetched"] <= c["misses"] and 0 <= p["prefetched_used"] <= p["prefetched"]
+    assert p["hit_share"] == pytest.approx(p["prefetched_used"] / p["prefetched"])
+    # the bill: every call served at list price, plus every prefetch at list price
+    assert r.summary()["cost_usd"] == pytest.approx(
+        float(r.baseline.cost_usd[r.run.outcome == 0].sum()) + p["prefetched_cost_usd"], rel=1e-9)
