@@ -83,7 +83,7 @@ class Sessions:
     the system prompt and a `shared_prefix_tokens` context of its own (a document, a profile).
     """
 
-    turns: Dist = Dist("empirical", values=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0))   # rounded, >= 1
+    turns: Dist = Dist("uniform", low=1.0, high=8.0)   # rounded to whole turns, at least 1 (mean 4.5)
     think_time_s: Dist = Dist("exponential", mean=30.0)
     shared_prefix_tokens: int = 0
     history: bool = True

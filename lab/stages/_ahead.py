@@ -49,14 +49,17 @@ class AheadStage(Stage):
 
     @property
     def target(self):
+        """The cache it fills; None in a variant without one (an ablation's "warm alone"): then it idles."""
         if self._target is None:   # every stage exists by the first request
             found = target_index(self.config, [s.config for s in self.sim.stages])
-            self._target = self.sim.stages[found]
-        return self._target
+            self._target = self.sim.stages[found] if isinstance(found, int) else False
+        return self._target or None
 
     def fetch(self, prompt: int, tenant: int, billed_to: int) -> bool:
         """Fill the target with `prompt`'s answer for `tenant` unless it is there; bill it to a request."""
         target = self.target
+        if target is None:
+            return False
         key = target.key_for(prompt, tenant)
         if target.holds(key) or key in self.waiting:
             return False
@@ -73,6 +76,8 @@ class AheadStage(Stage):
     def count_use(self, i: int) -> int:
         """Count a lookup of an entry fetched ahead (before the cache answers it); returns its key."""
         req = self.sim.requests
+        if self.target is None:
+            return -1
         key = self.target.key_for(int(req.prompt[i]), int(req.tenant[i]))
         if key in self.waiting:
             self.waiting.discard(key)

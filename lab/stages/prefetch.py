@@ -54,7 +54,7 @@ class PrefetchStage(AheadStage):
     def on_request(self, i: int) -> bool:
         key = self.count_use(i)
         req = self.sim.requests
-        if not req.cacheable[i]:
+        if key < 0 or not req.cacheable[i]:
             return False
         self.counts[key] = self.counts.get(key, 0) + 1
         if key not in self.who:

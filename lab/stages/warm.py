@@ -53,6 +53,8 @@ class WarmStage(AheadStage):
 
     def _warm(self, event) -> None:
         sim, c = self.sim, self.config
+        if self.target is None:
+            return
         req, prompts = sim.requests, sim.scenario.traffic.prompts
         catalog = prompts.catalog
         ranks = [r for r in (c.ranks or range(c.top_n)) if r < catalog]
