@@ -45,7 +45,9 @@ def requests_per_day(scenario: Scenario) -> float:
         if span_s <= 0:
             raise ConfigError(f"{a.path}: the trace spans no time, so it has no rate per day")
         return len(tr) / span_s * SECONDS_PER_DAY
-    return mean_rate_per_s(a) * SECONDS_PER_DAY
+    sessions = scenario.traffic.sessions
+    turns = sessions.turns.expected if sessions is not None else 1.0   # arrivals open sessions of several turns
+    return mean_rate_per_s(a) * turns * SECONDS_PER_DAY
 
 
 def scale_traffic(scenario: Scenario, factor: float) -> Scenario:
@@ -74,7 +76,8 @@ def expected_requests(scenario: Scenario) -> int:
         if scenario.duration_s:
             return int(np.searchsorted(tr.t_arrival_s * a.time_scale, scenario.duration_s))
         return len(tr)
-    return int(round(mean_rate_per_s(a) * (scenario.duration_s or 0.0)))
+    turns = scenario.traffic.sessions.turns.expected if scenario.traffic.sessions is not None else 1.0
+    return int(round(mean_rate_per_s(a) * turns * (scenario.duration_s or 0.0)))
 
 
 # --------------------------------------------------------------------------- projections
