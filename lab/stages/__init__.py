@@ -50,9 +50,13 @@ def stage_names() -> list[str]:
     return sorted(STAGES)
 
 
+#: fields every stage takes that model the world (a store's outages, its own latency), not a policy
+WORLD_OPTIONS = ("outages", "overhead_ms")
+
+
 def world_fields(name: str) -> tuple[str, ...]:
     """The fields of stage `name` that model the world, not a policy (its module's `WORLD_FIELDS`)."""
-    return tuple(getattr(STAGES[name], "WORLD_FIELDS", ()))
+    return tuple(getattr(STAGES[name], "WORLD_FIELDS", ())) + WORLD_OPTIONS
 
 
 def parse_stage(t: Table):
