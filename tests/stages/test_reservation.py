@@ -114,3 +114,13 @@ def test_a_bad_reserve_is_one_clear_error(bad):
                                                                                    "rate_per_s": 1.0}},
                                 "providers": [{"name": "openai", "model": "gpt-4o-mini"}],
                                 "pipeline": [{"stage": "budget", "daily_usd": 1, "reserve": bad}]})
+
+
+def test_the_reservation_curve_a_lesson_draws_uses_more_of_the_cap_as_reservations_shrink(root):
+    from lab.lessons.experiments import reservation_curve
+
+    scenario = lab.load_scenario(root / "scenarios" / "budget-reservation-burst.toml")
+    curve = reservation_curve(scenario, reserves=("worst", "p99", "p50"), seeds=2)
+    print(curve.to_string())
+    assert list(curve.index) == ["worst", "p99", "p50"]
+    assert curve.utilisation.is_monotonic_increasing and curve.loc["worst", "overshoot_share"] == 0
