@@ -142,7 +142,10 @@ class Table:
             if default is _MISSING:
                 self.fail(key, "is required but missing")
             return default
-        return read_dist(self.table(key), kinds)
+        table = self.table(key)
+        if table is None:   # no TOML value is null, but a dict handed to scenario_from_dict can be
+            self.fail(key, 'expected a distribution table like { dist = "constant", value = 1 }, got None')
+        return read_dist(table, kinds)
 
     def done(self) -> None:
         """Reject keys nobody asked for, with a did-you-mean."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lab
 
@@ -69,3 +71,24 @@ def test_peak_cost_per_minute_is_the_dearest_arrival_minute():
     assert r.summary()["peak_cost_per_minute_usd"] == pytest.approx(busiest * price, rel=1e-9)
     # a 50/s Poisson minute: 3,000 ± 55; the busiest of seven is within 4 sd of the mean
     assert 3000 <= busiest <= 3000 + 4 * 55
+
+
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True), st.text(max_size=8),
+                   st.lists(st.one_of(st.text(max_size=8), st.integers()), max_size=3),
+                   st.sampled_from(["search", "chat", "high", "responses", "dedup", "compress", "admin"]),
+                   st.lists(st.sampled_from(["responses", "dedup", "compress", "search", "low"]), max_size=4))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["name", "feature", "tenant", "priority", "stages", "match"]),
+                                VALUES, max_size=4), max_size=3),
+       st.dictionaries(st.sampled_from(["turns", "think_time_s", "shared_prefix_tokens", "history", "users"]),
+                       st.one_of(VALUES, st.fixed_dictionaries({"dist": st.sampled_from(["constant", "zipf", "x"]),
+                                                                "value": st.integers(-2, 9)})), max_size=3))
+def test_any_routes_and_sessions_tables_load_or_fail_with_one_scenario_error(routes, sessions):
+    try:
+        s = gateway(routes, sessions=sessions, requests=50)
+    except lab.ScenarioError as exc:
+        assert str(exc).count("\n") == 0
+        return
+    lab.simulate(s, progress=False)      # what loads, runs
