@@ -112,8 +112,8 @@ class SemanticCacheStage(Stage):
 
     def on_response(self, i: int) -> None:
         key = self.pending.pop(i, None)
-        if key is None or self.sim.run.outcome[i] != OK:
-            return
+        if key is None or self.sim.run.outcome[i] != OK or (self.outages and self.down(self.sim.env.now)):
+            return   # a failed call, or a store that is down, stores nothing
         ttl = self.config.ttl_s
         expiry = self.sim.env.now + ttl if ttl is not None else math.inf
         self.store.put(key, (int(self.sim.requests.prompt[i]), expiry, float(self.sim.run.quality[i])))
