@@ -60,6 +60,7 @@ class Table:
         """A finite int or float (not a bool), optionally bounded."""
         value = self.raw(key, default)
         if value is None:
+            self._null(key, default, "a number")
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             self.fail(key, f"expected a number, got {_show(value)}")
@@ -72,6 +73,7 @@ class Table:
     def integer(self, key: str, default: Any = _MISSING, *, min: int | None = None) -> int:
         value = self.raw(key, default)
         if value is None:
+            self._null(key, default, "a whole number")
             return value
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
@@ -81,6 +83,11 @@ class Table:
         if min is not None and value < min:
             self.fail(key, f"expected a whole number >= {min}, got {value!r}")
         return int(value)
+
+    def _null(self, key: str, default: Any, expected: str) -> None:
+        """An explicit None (a dict handed to scenario_from_dict; TOML has no null) only where None is the default."""
+        if default is not None and key in self.data:
+            self.fail(key, f"expected {expected}, got None")
 
     def probability(self, key: str, default: Any = _MISSING) -> float:
         value = self.raw(key, default)
