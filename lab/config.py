@@ -66,6 +66,7 @@ class Table:
         """A finite int or float (not a bool), optionally bounded."""
         value = self.raw(key, default)
         if value is None:
+            self._null(key, default, "a number")
             return value
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
             self.fail(key, f"expected a number, got an integer of {len(str(abs(value))):,} digits")
@@ -80,6 +81,7 @@ class Table:
     def integer(self, key: str, default: Any = _MISSING, *, min: int | None = None) -> int:
         value = self.raw(key, default)
         if value is None:
+            self._null(key, default, "a whole number")
             return value
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
@@ -91,6 +93,11 @@ class Table:
         if min is not None and value < min:
             self.fail(key, f"expected a whole number >= {min}, got {value!r}")
         return int(value)
+
+    def _null(self, key: str, default: Any, expected: str) -> None:
+        """An explicit None (a dict handed to scenario_from_dict; TOML has no null) only where None is the default."""
+        if default is not None and key in self.data:
+            self.fail(key, f"expected {expected}, got None")
 
     def probability(self, key: str, default: Any = _MISSING) -> float:
         value = self.raw(key, default)
@@ -154,7 +161,10 @@ class Table:
             if default is _MISSING:
                 self.fail(key, "is required but missing")
             return default
-        return read_dist(self.table(key), kinds)
+        table = self.table(key)
+        if table is None:   # no TOML value is null, but a dict handed to scenario_from_dict can be
+            self.fail(key, 'expected a distribution table like { dist = "constant", value = 1 }, got None')
+        return read_dist(table, kinds)
 
     def done(self) -> None:
         """Reject keys nobody asked for, with a did-you-mean."""

@@ -8,6 +8,7 @@ Samples are drawn in numpy blocks from an explicit `numpy.random.Generator`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -52,6 +53,26 @@ class Dist:
             w = np.asarray(self.weights or [1.0] * len(self.values), dtype=float)
             return float(np.dot(self.values, w / w.sum()))
         raise ValueError(f"{self.dist} has no mean here")
+
+    def quantile(self, q: float) -> float:
+        """The value below which a share `q` of draws falls (the inverse CDF), e.g. q = 0.99 for p99."""
+        d = self.dist
+        if d == "constant":
+            return self.value
+        if d == "exponential":
+            return -self.mean * float(np.log1p(-q))
+        if d == "lognormal":
+            return self.median * float(np.exp(self.sigma * NormalDist().inv_cdf(q))) if 0 < q < 1 else \
+                (0.0 if q <= 0 else float("inf"))
+        if d == "uniform":
+            return self.low + q * (self.high - self.low)
+        if d == "empirical":
+            order = np.argsort(self.values)
+            values = np.asarray(self.values, dtype=float)[order]
+            w = np.asarray(self.weights or [1.0] * len(values), dtype=float)[order]
+            cdf = np.cumsum(w / w.sum())
+            return float(values[min(int(np.searchsorted(cdf, q - 1e-12)), len(values) - 1)])
+        raise ValueError(f"{d} has no quantile here")
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Draw `n` values as float64 (callers round token counts themselves)."""

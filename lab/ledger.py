@@ -3,7 +3,7 @@
 Columns are the contract in DESIGN.md (`request_id, t_arrival_s, tenant, feature, provider,
 model, input_tokens, cached_input_tokens, output_tokens, cost_usd, baseline_cost_usd,
 queue_ms, service_ms, latency_ms, outcome`) plus `cache_write_tokens`, `quality`,
-`priority` and one boolean column per stage that touched the request (`stage_<name>`).
+`priority`, `overhead_ms` (the stages' own latency, part of `latency_ms`) and one boolean column per stage that touched the request (`stage_<name>`).
 Narrow dtypes (int32, float32, categoricals) keep a row well under 120 bytes.
 """
 
@@ -51,9 +51,10 @@ class RunArrays:
         self.attempts = np.zeros(n, dtype=np.int8)            # provider calls made for the request
         self.status = np.zeros(n, dtype=np.int16)             # last HTTP status (0: no provider call)
         self.provider_calls = 0                               # calls sent: a request batch is one, a retry another
+        self.overhead_ms = np.zeros(n, dtype=np.float32)      # the stages' own latency (lookups, hops)
 
     def latency_ms(self, t_arrival_s: np.ndarray) -> np.ndarray:
-        return ((self.t_done_s - t_arrival_s) * 1000.0).astype(np.float32)
+        return ((self.t_done_s - t_arrival_s) * 1000.0 + self.overhead_ms).astype(np.float32)
 
 
 def build_ledger(requests, run: RunArrays, baseline: RunArrays, provider_names, model_names,
@@ -88,7 +89,10 @@ def build_ledger(requests, run: RunArrays, baseline: RunArrays, provider_names, 
         "priority": pd.Categorical.from_codes(requests.priority, categories=list(PRIORITIES)),
         "attempts": run.attempts,
         "http_status": run.status,
+        "overhead_ms": run.overhead_ms,
     }
+    if requests.session is not None:   # conversation-shaped traffic: which session and turn
+        cols["session"], cols["turn"] = requests.session, requests.turn
     for k, name in enumerate(stage_names):
         cols[f"stage_{name}"] = (run.stage_flags & np.uint32(1 << k)) != 0
     return pd.DataFrame(cols, copy=False)

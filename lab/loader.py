@@ -24,13 +24,15 @@ from lab.scenario import (
     Prefix,
     Prompts,
     Provider,
+    Route,
     Scenario,
+    Sessions,
     Sla,
     Traffic,
     Updates,
     Weighted,
 )
-from lab.stages import parse_stage, validate_pipeline
+from lab.stages import parse_stage, stage_labels, validate_pipeline
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -68,16 +70,55 @@ def scenario_from_dict(data: dict, path: str = "<scenario>") -> Scenario:
         top.fail("providers", "expected at least one [[providers]] table")
     pipeline = tuple(parse_stage(t) for t in top.tables("pipeline", []))
     sla_t = top.table("sla", {})
-    sla = Sla(p95_ms=sla_t.number("p95_ms", Sla.p95_ms, min=0.0), p99_ms=sla_t.number("p99_ms", Sla.p99_ms, min=0.0))
+    sla = Sla(p95_ms=sla_t.number("p95_ms", Sla.p95_ms, min=0.0), p99_ms=sla_t.number("p99_ms", Sla.p99_ms, min=0.0),
+              overhead_p95_ms=sla_t.number("overhead_p95_ms", Sla.overhead_p95_ms, min=0.0))
     if sla.p95_ms and sla.p99_ms:
         sla_t.fail("p99_ms", "give one latency target: p95_ms or p99_ms, not both")
     sla_t.done()
+    routes = _routes(top, pipeline, traffic)
     top.done()
     scenario = Scenario(name=name, description=description, traffic=traffic, providers=providers,
-                        pipeline=pipeline, sla=sla, duration_s=duration_s, requests=requests, path=path,
+                        pipeline=pipeline, routes=routes, sla=sla, duration_s=duration_s, requests=requests, path=path,
                         source=copy.deepcopy(data))
     validate_pipeline(scenario, Table(path, "", {}))
     return scenario
+
+
+def _routes(top: Table, pipeline, traffic: Traffic) -> tuple[Route, ...]:
+    """`[[routes]]`: match fields naming known tenants/features/priorities, stages named in pipeline order."""
+    labels = stage_labels(pipeline)
+    if len(set(labels)) != len(labels):
+        top.fail("pipeline", f"stage names must be distinct for routes, got {labels}")
+    known = {"feature": [w.name for w in traffic.features], "tenant": [w.name for w in traffic.tenants],
+             "priority": list(PRIORITIES)}
+    out = []
+    for t in top.tables("routes", []):
+        match = {}
+        for key, names in known.items():
+            values = _strings(t, key)
+            for v in values:
+                if v not in names:
+                    t.fail(key, f"unknown {key} {v!r}: expected one of {', '.join(names)}")
+            match[key] = values
+        stages = _strings(t, "stages")
+        for s in stages:
+            if s not in labels:
+                t.fail("stages", f"no [[pipeline]] stage is named {s!r}: expected one of {', '.join(labels)}")
+        order = [labels.index(s) for s in stages]
+        if order != sorted(set(order)):
+            t.fail("stages", f"list each stage once, in [[pipeline]] order ({', '.join(labels)}), got {list(stages)}")
+        out.append(Route(name=t.string("name", Route.name), stages=stages, **match))
+        t.done()
+    return tuple(out)
+
+
+def _strings(t: Table, key: str) -> tuple[str, ...]:
+    """A string or a list of strings (a match field, a stage list); absent: ()."""
+    value = t.raw(key, [])
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        t.fail(key, f"expected a string or a list of strings, got {value!r:.60}")
+    return tuple(value)
 
 
 def _weighted(t: Table, key: str) -> tuple[Weighted, ...]:
@@ -134,7 +175,18 @@ def _traffic(t: Table, base_dir: Path) -> Traffic:
         updates = Updates(rate_per_s=ut.number("rate_per_s", min=0.0),
                           follow_popularity=ut.boolean("follow_popularity", Updates.follow_popularity))
         ut.done()
-    traffic = Traffic(arrivals=arrivals, prompts=prompts, input_tokens=input_tokens, output_tokens=output_tokens,
+    sessions = None
+    if t.has("sessions"):
+        st = t.table("sessions")
+        if is_trace:
+            st.fail("", "a trace carries its own arrivals: sessions apply to generated traffic")
+        sessions = Sessions(turns=st.dist("turns", Sessions.turns, kinds=TOKEN_DISTS),
+                            think_time_s=st.dist("think_time_s", Sessions.think_time_s, kinds=TOKEN_DISTS),
+                            shared_prefix_tokens=st.integer("shared_prefix_tokens", Sessions.shared_prefix_tokens,
+                                                            min=0),
+                            history=st.boolean("history", Sessions.history))
+        st.done()
+    traffic = Traffic(arrivals=arrivals, sessions=sessions, prompts=prompts, input_tokens=input_tokens, output_tokens=output_tokens,
                       tenants=_weighted(t, "tenants"), features=_weighted(t, "features"),
                       priorities=priorities, prefix=prefix, updates=updates,
                       max_tokens=t.integer("max_tokens", Traffic.max_tokens, min=1),

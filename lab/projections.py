@@ -45,7 +45,9 @@ def requests_per_day(scenario: Scenario) -> float:
         if span_s <= 0:
             raise ConfigError(f"{a.path}: the trace spans no time, so it has no rate per day")
         return len(tr) / span_s * SECONDS_PER_DAY
-    return mean_rate_per_s(a) * SECONDS_PER_DAY
+    sessions = scenario.traffic.sessions
+    turns = sessions.turns.expected if sessions is not None else 1.0   # arrivals open sessions of several turns
+    return mean_rate_per_s(a) * turns * SECONDS_PER_DAY
 
 
 def scale_traffic(scenario: Scenario, factor: float) -> Scenario:
@@ -74,7 +76,8 @@ def expected_requests(scenario: Scenario) -> int:
         if scenario.duration_s:
             return int(np.searchsorted(tr.t_arrival_s * a.time_scale, scenario.duration_s))
         return len(tr)
-    return int(round(mean_rate_per_s(a) * (scenario.duration_s or 0.0)))
+    turns = scenario.traffic.sessions.turns.expected if scenario.traffic.sessions is not None else 1.0
+    return int(round(mean_rate_per_s(a) * turns * (scenario.duration_s or 0.0)))
 
 
 # --------------------------------------------------------------------------- projections
@@ -118,11 +121,20 @@ def project(scenario: Scenario, seeds=5, growth_per_month: float = 0.0, requests
              "± is the 95 % confidence interval of the expected cost (Student t over seeds), "
              "not the day-to-day spread of a real bill.",
              "Cost is taken as proportional to traffic; caches usually hit more often at higher traffic, "
-             "so under growth the optimized figures are an upper estimate."]
+             "so under growth the optimized figures are an upper estimate.",
+             _peak_note(runs)]
     formats = {"horizon": str, "days": lambda d: fmt.number(d, 3)}
     for col in ("baseline_usd", "baseline_ci95_usd", "optimized_usd", "optimized_ci95_usd", "saved_usd"):
         formats[col] = fmt.usd
     return ResultTable(f"Cost projection · {scenario.name}", table, notes, formats)
+
+
+def _peak_note(runs: list[dict]) -> str:
+    """The dearest minute at today's traffic: what a per-minute spend guard or alert must allow."""
+    opt = mean_ci([r["peak_cost_per_minute_usd"] for r in runs])
+    base = mean_ci([r["baseline_peak_cost_per_minute_usd"] for r in runs])
+    return (f"Peak cost per minute (the dearest minute of a run, at today's traffic): {fmt.usd(opt.mean)} "
+            f"± {fmt.usd(opt.half)} optimized, {fmt.usd(base.mean)} ± {fmt.usd(base.half)} without optimization.")
 
 
 # --------------------------------------------------------------------------- scale analysis
@@ -166,6 +178,7 @@ def scale_analysis(scenario: Scenario, factors=(1, 10, 100), seeds=3, max_reques
         rows.append({"traffic": f"x{p.factor:g}", "requests_per_s": p.rate_per_s,
                      "baseline_usd_per_day": baseline_per_request * per_day,
                      "cost_usd_per_day": cost.mean, "cost_ci95": cost.half, "p95_ms": p95.mean, "p95_ci95": p95.half,
+                     "peak_cost_per_minute_usd": p.mean("peak_cost_per_minute_usd"),
                      "error_rate": p.mean("error_rate"), "sla_violation_rate": p.mean("sla_violation_rate"),
                      "meets_sla": (p95.mean <= sla_ms) if sla_ms else None})
     table = pd.DataFrame(rows)
@@ -177,7 +190,7 @@ def scale_analysis(scenario: Scenario, factors=(1, 10, 100), seeds=3, max_reques
     else:
         notes.append("The scenario has no [sla] p95_ms, so no breaking point is searched.")
     formats = {"traffic": str, "baseline_usd_per_day": fmt.usd, "cost_usd_per_day": fmt.usd, "cost_ci95": fmt.usd,
-               "error_rate": lambda x: fmt.share(x, 2), "sla_violation_rate": lambda x: fmt.share(x, 2),
+               "peak_cost_per_minute_usd": fmt.usd, "error_rate": lambda x: fmt.share(x, 2), "sla_violation_rate": lambda x: fmt.share(x, 2),
                "p95_ms": fmt.number, "meets_sla": lambda x: fmt.MISSING if x is None else ("yes" if x else "NO")}
     return ResultTable(f"Scale analysis · {scenario.name}", table, notes, formats)
 

@@ -70,6 +70,24 @@ class Result:
     def latency_ms(self, baseline: bool = False) -> np.ndarray:
         return (self.baseline if baseline else self.run).latency_ms(self.requests.t_arrival_s)
 
+    def peak_cost_per_minute_usd(self, baseline: bool = False) -> float:
+        """The dearest minute of the run (cost by arrival minute): what a per-minute guard must allow."""
+        run = self.baseline if baseline else self.run
+        if not len(run.cost_usd):
+            return 0.0
+        minute = (self.requests.t_arrival_s // 60.0).astype(np.int64)
+        return float(np.bincount(minute, weights=run.cost_usd).max())
+
+    def overhead_block(self) -> dict | None:
+        """The stages' own latency (mean, p95, p99) and the alert on its p95; None when no stage adds any."""
+        bound = self.scenario.sla.overhead_p95_ms
+        overhead = self.run.overhead_ms
+        if not bound and not overhead.any():
+            return None
+        p95 = _pct(overhead, 95)
+        return {"mean": float(overhead.mean()), "p95": p95, "p99": _pct(overhead, 99),
+                "bound_p95_ms": bound, "alert": bool(bound and p95 > bound)}
+
     def _block(self, run: RunArrays) -> dict:
         latency = run.latency_ms(self.requests.t_arrival_s)
         n = len(latency)
@@ -100,7 +118,8 @@ class Result:
         by_stage = {}
         for name, stage in zip(self.stage_names, self.stages):
             touched = int(((self.run.stage_flags & stage.bit) != 0).sum())
-            by_stage[name] = {"requests_touched": touched, "cost_saved_usd": stage.saved_usd(self), **stage.stats()}
+            by_stage[name] = {"requests_touched": touched, "cost_saved_usd": stage.saved_usd(self), **stage.stats(),
+                              **stage.failure_stats()}
         self._summary = {
             "scenario": self.scenario.name,
             "seed": self.seed,
@@ -119,12 +138,16 @@ class Result:
             - sum(v["cost_saved_usd"] for v in by_stage.values()),   # e.g. failed requests nobody paid for
             "quality_mean": opt["quality_mean"],
             "provider_calls": opt["provider_calls"],
+            "peak_cost_per_minute_usd": self.peak_cost_per_minute_usd(),
             "simulated_s": float(self.requests.horizon_s),
             "baseline": {k: base[k] for k in ("latency_ms", "queue_ms", "error_rate", "sla_violation_rate",
                                              "provider_calls")},
         }
         if self.requests.trace_rows_skipped:     # only where a trace had corrupt rows: other summaries unchanged
             self._summary["trace_rows_skipped"] = self.requests.trace_rows_skipped
+        overhead = self.overhead_block()
+        if overhead is not None:
+            self._summary["overhead_ms"] = overhead
         return self._summary
 
     # -- display ------------------------------------------------------------------

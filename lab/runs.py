@@ -36,6 +36,8 @@ LABELS = {
     "quality_mean": "mean quality",
     "provider_calls": "provider calls",
     "mean_service_ms": "mean service time per call (ms)",
+    "peak_cost_per_minute_usd": "cost of the dearest minute (USD)",
+    "baseline_peak_cost_per_minute_usd": "dearest minute without optimization (USD)",
 }
 METRICS = tuple(LABELS)
 
@@ -75,6 +77,8 @@ def metrics(result: Result) -> dict:
         "sla_violation_rate": s["sla_violation_rate"],
         "quality_mean": s["quality_mean"], "provider_calls": s["provider_calls"],
         "mean_service_ms": float(result.run.service_ms[served].mean()) if served.any() else 0.0,
+        "peak_cost_per_minute_usd": s["peak_cost_per_minute_usd"],
+        "baseline_peak_cost_per_minute_usd": result.peak_cost_per_minute_usd(baseline=True),
     }
 
 

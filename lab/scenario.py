@@ -75,6 +75,21 @@ class Updates:
 
 
 @dataclass(frozen=True)
+class Sessions:
+    """Conversation-shaped traffic: `arrivals` are users opening a chat, each sending several turns.
+
+    Turn k+1 is sent a think time after turn k is sent; with `history`, each turn resends the
+    conversation so far (its input grows by the previous turn's message and answer), after
+    the system prompt and a `shared_prefix_tokens` context of its own (a document, a profile).
+    """
+
+    turns: Dist = Dist("uniform", low=1.0, high=8.0)   # rounded to whole turns, at least 1 (mean 4.5)
+    think_time_s: Dist = Dist("exponential", mean=30.0)
+    shared_prefix_tokens: int = 0
+    history: bool = True
+
+
+@dataclass(frozen=True)
 class Traffic:
     arrivals: Arrivals
     prompts: Prompts = Prompts()
@@ -89,6 +104,7 @@ class Traffic:
     difficulty: Dist | None = None         # enables the quality model (lab/quality.py)
     min_quality: float = 0.0               # the quality a request needs (routers respect it)
     may_wait_share: float = 0.0            # share of requests that tolerate hours (batch APIs)
+    sessions: Sessions | None = None       # users and their conversations (arrivals = sessions opened)
 
 
 @dataclass(frozen=True)
@@ -135,11 +151,23 @@ class Sla:
 
     p95_ms: float = 0.0
     p99_ms: float = 0.0
+    overhead_p95_ms: float = 0.0           # alert when the stages' own p95 latency exceeds this; 0 = off
 
     @property
     def limit_ms(self) -> float:
         """The latency a request must not exceed to meet the SLA (0: no target)."""
         return self.p95_ms or self.p99_ms
+
+
+@dataclass(frozen=True)
+class Route:
+    """Requests this route matches (any listed value; empty = any) and the named stages they meet."""
+
+    name: str = ""
+    feature: tuple[str, ...] = ()
+    tenant: tuple[str, ...] = ()
+    priority: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,6 +178,7 @@ class Scenario:
     traffic: Traffic
     providers: tuple[Provider, ...]
     pipeline: tuple[Any, ...] = ()
+    routes: tuple[Route, ...] = ()         # none: every request meets the whole pipeline
     sla: Sla = Sla()
     duration_s: float | None = None
     requests: int | None = None

@@ -15,7 +15,7 @@ import numpy as np
 import simpy
 
 from lab.errors import ConfigError, ScenarioError
-from lab.ledger import ERROR, OK, RunArrays
+from lab.ledger import ERROR, OK, REJECTED, RunArrays
 from lab.live import RUN_SESSIONS, Session
 from lab.loader import load_scenario
 from lab.pricing import model_prices
@@ -23,8 +23,8 @@ from lab.providers.mock import MockProvider
 from lab.providers.sdk import LiveProvider
 from lab.quality import QualityModel
 from lab.result import Result
-from lab.scenario import Scenario
-from lab.stages import Stage, build_stage
+from lab.scenario import PRIORITIES, Scenario
+from lab.stages import Stage, build_stage, stage_labels
 from lab.traffic import Requests, make_requests
 
 PROGRESS_MIN_REQUESTS = 200_000
@@ -51,6 +51,8 @@ class Simulation:
         configs = scenario.pipeline if optimized else ()
         self.stages = [build_stage(cfg, self, j, np.random.default_rng(s))
                        for j, (cfg, s) in enumerate(zip(configs, stage_seeds.spawn(len(configs))))]
+        self._guarded = any(s.outages or s.config.overhead_ms is not None for s in self.stages)
+        self.routes = Routes(scenario, requests, configs) if optimized and scenario.routes else None
         self._start_hooks = [s for s in self.stages if hasattr(s, "on_start")]
         self.trims_output = any(getattr(s, "changes_output_tokens", False) for s in self.stages)
         self._response_hooks = [s for s in reversed(self.stages) if type(s).on_response is not Stage.on_response]
@@ -76,17 +78,49 @@ class Simulation:
     def forward(self, i: int, first_stage: int) -> None:
         """Offer request i to the stages from `first_stage` on; what none takes goes to a provider."""
         stages = self.stages
+        if self.routes is not None:
+            self._forward_guarded(i, self.routes.stages_from(i, first_stage))
+            return
+        if self._guarded:
+            self._forward_guarded(i, range(first_stage, len(stages)))
+            return
         for k in range(first_stage, len(stages)):
             if stages[k].on_request(i):
                 return
         self.dispatch(i)
+
+    def _forward_guarded(self, i: int, indices) -> None:
+        """`forward` for pipelines with outage windows, overheads or routes (the common path stays lean)."""
+        stages, run, now = self.stages, self.run, self.env.now
+        for k in indices:
+            stage = stages[k]
+            if stage.outages and stage.down(now):
+                if stage.config.on_failure == "bypass":     # fail open: as if the stage were not there
+                    stage.bypassed += 1
+                    continue
+                stage.failed_closed += 1                    # fail closed: the request is refused
+                self.answer(i, REJECTED, stage)
+                run.answered_by[i] = -1                     # a refusal is not a saving of the stage's
+                return
+            if stage._overhead is not None:
+                run.overhead_ms[i] += stage.overhead_ms()
+            if stage.on_request(i):
+                return
+        self.dispatch(i)
+
+    def _hooks_for(self, i: int, hooks):
+        """The hooks of the stages on request i's route (all of them without routes)."""
+        if self.routes is None:
+            return hooks
+        mask = self.routes.mask_of(i)
+        return [s for s in hooks if s.bit & mask]
 
     def dispatch(self, i: int) -> None:
         """Hand request i to its target provider (the first one unless a router chose)."""
         self.providers[self.target[i]].submit(i)
 
     def on_start(self, i: int, provider) -> None:
-        for stage in self._start_hooks:
+        for stage in self._hooks_for(i, self._start_hooks):
             stage.on_start(i, provider)
 
     def complete(self, i: int, outcome: int, status: int = 200) -> None:
@@ -101,7 +135,7 @@ class Simulation:
         run.t_done_s[i] = self.env.now
         if self.quality_model is not None and outcome == OK:
             run.quality[i] = self.quality_model.score(self.providers[run.provider[i]], i)
-        for stage in self._response_hooks:
+        for stage in self._hooks_for(i, self._response_hooks):
             if stage.on_response(i):
                 return
 
@@ -130,7 +164,7 @@ class Simulation:
 
     def finish_upstream(self, i: int, answered_at: int) -> None:
         """The stages before `answered_at` passed request i on: tell them it has its answer."""
-        for stage in self._response_hooks:
+        for stage in self._hooks_for(i, self._response_hooks):
             if stage.index < answered_at and stage.on_response(i):
                 return
 
@@ -184,6 +218,43 @@ class Simulation:
         work (a request the unprotected baseline lost to an outage is not a saving).
         """
         return self.price_of(self.providers[0]).cost_usd(self.run.input_tokens, self.run.output_tokens)
+
+
+class Routes:
+    """Which stages each request meets: the first `[[routes]]` entry whose match it fits.
+
+    A route lists stages of `[[pipeline]]` by name, in pipeline order; a stage on several
+    routes is one stage (one store) serving all of them. A request no route matches meets
+    no stage. Stages a variant dropped (an ablation) are skipped.
+    """
+
+    def __init__(self, scenario, requests, configs):
+        labels = stage_labels(configs)
+        index = {name: k for k, name in enumerate(labels)}
+        req = requests
+        self.route_of = np.full(len(req), len(scenario.routes), dtype=np.int16)   # last: no route
+        for r in range(len(scenario.routes) - 1, -1, -1):     # the first match wins: write it last
+            self.route_of[route_matches(scenario.routes[r], req)] = r
+        self.route_of = self.route_of.tolist()
+        self.sequences = [[index[n] for n in route.stages if n in index] for route in scenario.routes] + [[]]
+        self.masks = [int(sum(1 << k for k in seq)) for seq in self.sequences]
+
+    def stages_from(self, i: int, first_stage: int) -> list[int]:
+        return [k for k in self.sequences[self.route_of[i]] if k >= first_stage]
+
+    def mask_of(self, i: int) -> int:
+        return self.masks[self.route_of[i]]
+
+
+def route_matches(route, req) -> np.ndarray:
+    """Requests a route's match fields (feature, tenant, priority; any listed value) select."""
+    keep = np.ones(len(req), dtype=bool)
+    for values, codes, names in ((route.feature, req.feature, req.feature_names),
+                                 (route.tenant, req.tenant, req.tenant_names),
+                                 (route.priority, req.priority, PRIORITIES)):
+        if values:
+            keep &= np.isin(codes, [names.index(v) for v in values if v in names])
+    return keep
 
 
 def _progress_bar(total: int, label: str):

@@ -52,6 +52,11 @@ class Requests:
     update_t_s: np.ndarray = field(default_factory=lambda: np.zeros(0))   # data changes: when
     update_prompt: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # and which
     trace_rows_skipped: int = 0      # corrupt trace rows dropped under skip_bad_rows = true
+    key_input_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))  # per catalog prompt
+    key_output_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))  # (warm, prefetch)
+    session: np.ndarray | None = None        # int32 conversation of each turn ([traffic.sessions])
+    turn: np.ndarray | None = None           # int16 turn within it, from 0
+    context_key: np.ndarray | None = None    # int64: requests sharing it share leading blocks (prompt caching)
 
     def __len__(self) -> int:
         return len(self.t_arrival_s)
@@ -202,6 +207,8 @@ def make_requests(scenario: Scenario, rng: np.random.Generator, requests: int | 
         elif scenario.duration_s:
             keep = int(np.searchsorted(t, scenario.duration_s, side="left"))
         t = t[:keep]
+    elif tr.sessions is not None:
+        return make_session_requests(scenario, rng, n_wanted)
     else:
         try:
             t = arrival_times(rng, tr.arrivals, n=n_wanted, duration_s=scenario.duration_s)
@@ -258,6 +265,9 @@ def make_requests(scenario: Scenario, rng: np.random.Generator, requests: int | 
     # the output cap each request sends; an answer longer than it is cut off there
     req.max_tokens = np.full(n, tr.max_tokens, dtype=np.int32)
     req.output_tokens = np.minimum(req.output_tokens, req.max_tokens)
+    if n_keys and trace is None:   # what asking any catalog prompt would send and get (warming, prefetching)
+        req.key_input_tokens = (key_in + system_tokens).astype(np.int32)
+        req.key_output_tokens = np.minimum(key_out, tr.max_tokens).astype(np.int32)
     if tr.difficulty is not None:   # like its lengths, a prompt's difficulty belongs to the prompt
         draws = np.clip(tr.difficulty.sample(rng, n_keys or n), 0.0, 1.0).astype(np.float32)
         req.difficulty = draws[prompt] if n_keys else draws
@@ -276,4 +286,88 @@ def make_requests(scenario: Scenario, rng: np.random.Generator, requests: int | 
         else:
             which = rng.integers(0, max(p.catalog, 1), len(ut))
         req.update_t_s, req.update_prompt = ut, which.astype(np.int64)
+    return req
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def _session_starts(rng, tr: Traffic, n_wanted: int | None, duration_s: float | None) -> np.ndarray:
+    """When conversations open: the arrival process, drawn until the turns reach the requests wanted."""
+    if n_wanted is None:
+        return arrival_times(rng, tr.arrivals, n=None, duration_s=duration_s)
+    return arrival_times(rng, tr.arrivals, n=max(16, int(1.5 * n_wanted / max(tr.sessions.turns.expected, 1.0))),
+                         duration_s=None)
+
+
+def make_session_requests(scenario: Scenario, rng: np.random.Generator, n_wanted: int | None) -> Requests:
+    """Turns of conversations: opened by the arrival process, each with its turns, think times and history.
+
+    The opening message is drawn from the prompt catalog when there is one (people open with
+    the same questions, so a cache and dedup meet them); later turns carry their history and
+    are unique. Tenant, feature, priority and system-prompt variant belong to the session.
+    """
+    tr = scenario.traffic
+    ss = tr.sessions
+    starts = _session_starts(rng, tr, n_wanted, scenario.duration_s)
+    turns = np.maximum(np.rint(ss.turns.sample(rng, len(starts))), 1).astype(np.int64)
+    while n_wanted is not None and turns.sum() < n_wanted:   # more sessions (deterministic for a seed)
+        starts = arrival_times(rng, tr.arrivals, n=2 * len(starts), duration_s=None)
+        turns = np.maximum(np.rint(ss.turns.sample(rng, len(starts))), 1).astype(np.int64)
+    n_sessions, total = len(starts), int(turns.sum())
+    session = np.repeat(np.arange(n_sessions), turns)
+    first = np.concatenate(([0], np.cumsum(turns)[:-1]))
+    turn = np.arange(total) - np.repeat(first, turns)
+    gaps = np.where(turn == 0, 0.0, ss.think_time_s.sample(rng, total))
+    t = starts[session] + (np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[first], turns))
+
+    user = _tokens(tr.input_tokens, rng, total, 1)
+    out = np.minimum(_tokens(tr.output_tokens, rng, total, 1), tr.max_tokens)
+    p = tr.prompts
+    prompt = UNIQUE_KEY_BASE + np.arange(total, dtype=np.int64)
+    intent = prompt.copy()
+    openers = p.catalog > 0 and not ss.shared_prefix_tokens   # a context of its own makes every turn unique
+    if openers:   # openers from the catalog, with the catalog's own lengths for each prompt
+        opener = turn == 0
+        ranks = draw_ranks(rng, zipf_probabilities(p.catalog, p.popularity.alpha), n_sessions)
+        intent[opener], prompt[opener] = ranks, ranks * p.paraphrases
+        key_in = _tokens(tr.input_tokens, rng, p.catalog * p.paraphrases, 1)
+        key_out = np.minimum(_tokens(tr.output_tokens, rng, p.catalog * p.paraphrases, 1), tr.max_tokens)
+        user[opener], out[opener] = key_in[prompt[opener]], key_out[prompt[opener]]
+    exchanged = (user + out).astype(np.int64)
+    history = np.cumsum(exchanged) - exchanged - np.repeat(np.cumsum(exchanged)[first] - exchanged[first], turns)
+    if not ss.history:
+        history[:] = 0
+    system_tokens = tr.prefix.system_tokens if tr.prefix else 0
+    input_tokens = (system_tokens + ss.shared_prefix_tokens + history + user).astype(np.int32)
+
+    order = np.argsort(t, kind="stable")
+    if scenario.duration_s is not None and n_wanted is None:
+        order = order[t[order] < scenario.duration_s]
+    if n_wanted is not None:
+        order = order[:n_wanted]
+    n = len(order)
+    per_session = {name: _choose(rng, [w.weight for w in ws], n_sessions, dtype)
+                   for name, ws, dtype in (("tenant", tr.tenants, np.int16), ("feature", tr.features, np.int16))}
+    share = dict(tr.priorities)
+    priority = _choose(rng, [share.get(k, 0.0) for k in PRIORITIES], n_sessions, np.int8)
+    if tr.prefix and tr.prefix.system_tokens:
+        prefix_id = rng.integers(0, tr.prefix.variants, n_sessions).astype(np.int32)[session[order]]
+    else:
+        prefix_id = np.full(n, -1, dtype=np.int32)
+    s = session[order]
+    req = Requests(t_arrival_s=t[order], prompt=prompt[order], intent=intent[order],
+                   similarity=np.ones(n, dtype=np.float32), input_tokens=input_tokens[order],
+                   output_tokens=out[order].astype(np.int32), tenant=per_session["tenant"][s],
+                   feature=per_session["feature"][s], priority=priority[s],
+                   cacheable=(rng.random(n) >= p.non_cacheable_share) if p.non_cacheable_share else np.ones(n, bool),
+                   prefix_id=prefix_id, prefix_tokens=np.full(n, system_tokens, dtype=np.int32),
+                   tenant_names=tuple(w.name for w in tr.tenants), feature_names=tuple(w.name for w in tr.features),
+                   block_tokens=tr.prefix.block_tokens if tr.prefix else 128)
+    req.max_tokens = np.full(n, tr.max_tokens, dtype=np.int32)
+    req.session, req.turn = s.astype(np.int32), turn[order].astype(np.int16)
+    req.context_key = UNIQUE_KEY_BASE + s.astype(np.int64)
+    if openers:
+        req.key_input_tokens = (key_in + system_tokens).astype(np.int32)
+        req.key_output_tokens = key_out.astype(np.int32)
     return req

@@ -23,6 +23,7 @@ import pytest
 from lab import scenario as model
 from lab.dists import Dist
 from lab.stages import STAGES
+from lab.stages.base import Options
 from lab.stages.router import DEFAULT_WEIGHTS
 
 README = Path(__file__).resolve().parents[1] / "scenarios" / "README.md"
@@ -31,7 +32,9 @@ NO_DEFAULT = object()
 WORDS = {"—": NO_DEFAULT, "the file name": NO_DEFAULT, "see below": NO_DEFAULT, "none": None, "unlimited": None,
          "rules' own": None, "all": (), "cheapest": "", "a sinusoid": (), "every request unique": model.Prompts()}
 #: fields a table does not list because the README gives them a section of their own, or no one sets them
-NOT_IN_A_TABLE = {model.Scenario: {"traffic", "providers", "pipeline", "sla", "path", "stage_names", "source"}}
+NOT_IN_A_TABLE = {model.Scenario: {"traffic", "providers", "pipeline", "routes", "sla", "path", "stage_names", "source"}}
+#: fields every stage takes: one table of their own ("Options every stage takes"), not repeated per stage
+OPTIONS = {f.name for f in dataclasses.fields(Options)}
 
 
 def _section_class(heading: str):
@@ -39,7 +42,8 @@ def _section_class(heading: str):
     stage = re.search(r'`stage = "(\w+)"`', heading)
     if stage:
         return STAGES[stage.group(1)].Config
-    for pattern, cls in ((r"^## Top level", model.Scenario), (r"`\[traffic\]`", model.Traffic),
+    for pattern, cls in ((r"Options every stage takes", Options), (r"`sessions = ", model.Sessions),
+                         (r"`\[\[routes\]\]`", model.Route), (r"^## Top level", model.Scenario), (r"`\[traffic\]`", model.Traffic),
                          (r"`arrivals = ", model.Arrivals), (r"`prompts = ", model.Prompts),
                          (r"`prefix = ", model.Prefix), (r"`updates = ", model.Updates),
                          (r"`\[\[providers\]\]`", model.Provider), (r"`\[sla\]`", model.Sla)):
@@ -121,7 +125,7 @@ def test_the_readme_has_a_default_table_for_every_section_and_every_stage():
     classes = [cls for _, cls, _ in TABLES]
     assert None not in classes, [h for h, cls, _ in TABLES if cls is None]
     for cls in (model.Scenario, model.Traffic, model.Arrivals, model.Prompts, model.Prefix, model.Updates,
-                model.Provider, model.Sla, *(m.Config for m in STAGES.values())):
+                model.Provider, model.Sla, model.Sessions, model.Route, Options, *(m.Config for m in STAGES.values())):
         assert classes.count(cls) == 1, cls
 
 
@@ -130,6 +134,8 @@ def test_each_table_lists_every_field_with_the_dataclass_default(heading, cls, r
     fields = {f.name: f for f in dataclasses.fields(cls)}
     listed = [name for names, _ in rows for name in names]
     expected = set(fields) - {"stage"} - NOT_IN_A_TABLE.get(cls, set())
+    if cls is not Options and issubclass(cls, Options):
+        expected -= OPTIONS
     assert set(listed) == expected and len(listed) == len(set(listed)), (set(listed) ^ expected, heading)
     for names, cell in rows:
         pieces = _split(cell)

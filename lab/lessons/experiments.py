@@ -6,6 +6,7 @@ lesson's `p95_ms` is the p95 a sweep, a grader or a report means.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lab.dists import zipf_probabilities
-from lab.runs import metrics, run
+from lab.runs import metrics, run, seed_list
 
 
 def run_variants(variants: Mapping, seed: int = 0, requests: int | None = None) -> dict:
@@ -51,6 +52,30 @@ def budget_table(results: Mapping) -> pd.DataFrame:
                        "served_share": 1.0 - m["failed_rate"], "p95_ms": m["p95_ms"], "quality_mean": m["quality_mean"]}
     frame = pd.DataFrame(rows).T
     frame.index.name = "action"
+    return frame
+
+
+def reservation_curve(scenario, reserves=("worst", "p99", "p95", "p90", "p75", "p50"), seeds=5,
+                      requests: int | None = None) -> pd.DataFrame:
+    """Budget used against overshoot risk, per reservation policy of the scenario's budget stages.
+
+    One row per `reserve` value: the mean utilisation of the cap, the share of seeds whose spend
+    passed it, the mean overshoot and the rejected share, over the same seeds for every row.
+    """
+    rows = {}
+    for reserve in reserves:
+        variant = scenario.replace(pipeline=tuple(dataclasses.replace(c, reserve=reserve) if c.stage == "budget" else c
+                                                  for c in scenario.pipeline))
+        stats = []
+        for seed in seed_list(seeds):
+            r = run(variant, seed, requests)
+            b = next(v for k, v in r.summary()["by_stage"].items() if k.startswith("budget"))
+            stats.append((b["utilisation"], b["overshoots"] > 0, b["overshoot_usd"], metrics(r)["rejected_rate"]))
+        used, over, over_usd, rejected = (np.array(col, dtype=float) for col in zip(*stats))
+        rows[reserve] = {"utilisation": used.mean(), "overshoot_share": over.mean(), "overshoot_usd": over_usd.mean(),
+                         "rejected_rate": rejected.mean()}
+    frame = pd.DataFrame(rows).T
+    frame.index.name = "reserve"
     return frame
 
 

@@ -16,15 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lab.config import Table
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
+CAN_FAIL = True   # it has a store or a worker: `outages` and `on_failure` apply
 NAME = "batch"
 #: fields that describe the world, not a policy choice (graders lock them)
 WORLD_FIELDS = ("overhead_tokens",)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     window_ms: float = 200.0
     max_batch_size: int = 20

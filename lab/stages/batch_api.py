@@ -18,15 +18,16 @@ from lab.dists import Dist
 from lab.ledger import BATCHED, ERROR
 from lab.pricing import model_prices
 from lab.scenario import PRIORITIES
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
+CAN_FAIL = True   # it has a store or a worker: `outages` and `on_failure` apply
 NAME = "batch_api"
 #: fields that describe the world, not a policy choice (graders lock them)
 WORLD_FIELDS = ("completion_s", "expiry_s")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     share: float = 1.0
     priorities: tuple[str, ...] = ()          # e.g. ["low"]: only these priorities may wait

@@ -9,11 +9,18 @@ answer returns, the reservation is replaced by the actual cost. Because every in
 request holds its worst case, concurrent requests can never overshoot the budget
 (budget overshoot under concurrency is a long-running bug class in LLM gateways).
 Alerts fire when settled spend crosses 50 %, 80 % and 100 % of a budget.
+
+Levers a cost engineer sets: `reserve` = "worst" (the above) or an output percentile such
+as "p99" (input plus the traffic's 99th-percentile answer: more of the budget is used, and
+an answer longer than its reservation can overshoot — the summary shows utilisation,
+reserved vs billed and any overshoot); `block_at` (the share of the limit that blocks),
+`warn_at` (an earlier share that flags requests) and `exempt` priorities that are never blocked.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from dataclasses import dataclass
 
@@ -21,14 +28,16 @@ import numpy as np
 
 from lab.config import Table
 from lab.ledger import OK, REJECTED
-from lab.stages.base import Stage
+from lab.scenario import PRIORITIES
+from lab.stages.base import Options, Stage
 
+CAN_FAIL = True   # it has a store or a worker: `outages` and `on_failure` apply
 NAME = "budget"
 DAY_S, MONTH_S = 86_400.0, 30 * 86_400.0
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     daily_usd: float | None = None
     monthly_usd: float | None = None
@@ -37,6 +46,10 @@ class Config:
     downgrade_to: str = ""                 # model of a listed provider (default: the cheapest)
     alerts: tuple[float, ...] = (0.5, 0.8, 1.0)
     daily_usd_by: tuple[tuple[str, float], ...] = ()    # per tenant/feature name: its own daily limit
+    reserve: str = "worst"                 # "worst" (input + max_tokens) | "pNN": that output percentile
+    block_at: float = 1.0                  # share of the limit at which requests are held back
+    warn_at: float | None = None           # share of the limit from which admitted requests are flagged
+    exempt: tuple[str, ...] = ()           # priorities never blocked (admitted and counted)
 
 
 def parse(t: Table) -> Config:
@@ -46,10 +59,43 @@ def parse(t: Table) -> Config:
                action=t.string("action", Config.action, choices=("warn", "queue", "downgrade", "reject")),
                downgrade_to=t.string("downgrade_to", Config.downgrade_to),
                alerts=t.numbers("alerts", Config.alerts, min=0.0),
-               daily_usd_by=_named_limits(t))
+               daily_usd_by=_named_limits(t),
+               reserve=_reserve(t),
+               block_at=t.number("block_at", Config.block_at, min=0.0, strict_min=True),
+               warn_at=t.number("warn_at", Config.warn_at, min=0.0, strict_min=True),
+               exempt=_exempt(t))
     if c.daily_usd is None and c.monthly_usd is None and not c.daily_usd_by:
         t.fail("daily_usd", "give daily_usd and/or monthly_usd")
     return c
+
+
+def _reserve(t: Table) -> str:
+    value = t.string("reserve", Config.reserve)
+    if value != "worst" and not (re.fullmatch(r"p\d{1,2}(\.\d+)?", value) and 0 < float(value[1:]) < 100):
+        t.fail("reserve", f'expected "worst" or an output percentile such as "p99" or "p90", got {value!r}')
+    return value
+
+
+def _exempt(t: Table) -> tuple[str, ...]:
+    value = t.raw("exempt", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in PRIORITIES for v in value):
+        t.fail("exempt", f"expected a list of priorities ({', '.join(PRIORITIES)}), got {value!r:.60}")
+    return tuple(value)
+
+
+def reserve_output_tokens(config: Config, requests, output_dist) -> np.ndarray:
+    """Output tokens each request reserves: its max_tokens, or a percentile of the answer lengths.
+
+    The percentile comes from the scenario's output distribution; replayed traffic (a trace
+    has none) uses the recorded lengths' own percentile. Never above the request's cap.
+    """
+    cap = requests.max_tokens
+    if config.reserve == "worst":
+        return cap
+    q = float(config.reserve[1:]) / 100.0
+    tokens = (output_dist.quantile(q) if output_dist is not None
+              else float(np.quantile(requests.output_tokens, q)) if len(requests) else 0.0)
+    return np.minimum(cap, max(1, math.ceil(tokens))).astype(cap.dtype)
 
 
 def _named_limits(t: Table) -> tuple[tuple[str, float], ...]:
@@ -88,7 +134,13 @@ class BudgetStage(Stage):
         self.prices = [sim.price_of(p) for p in sim.providers]
         req = sim.requests
         # every request's worst case at every provider, priced once in numpy: (providers, requests)
-        self.worst_usd = np.stack([p.cost_usd(req.input_tokens, req.max_tokens) for p in self.prices])
+        trace = sim.scenario.traffic.arrivals.process == "trace"
+        self.reserved_out = reserve_output_tokens(config, req, None if trace else sim.scenario.traffic.output_tokens)
+        self.worst_usd = np.stack([p.cost_usd(req.input_tokens, self.reserved_out) for p in self.prices])
+        self.exempt = {PRIORITIES.index(p) for p in config.exempt}
+        self.early_warnings = self.exempted = 0
+        self.reserved_total_usd = self.billed_total_usd = 0.0
+        self.closed: list[tuple[int, float, float]] = []      # (key, span, spent) of periods that ended
         self._routes_later: bool | None = None
         self.cheapest = self._cheapest_provider()
         self.alerts: list[dict] = []
@@ -113,6 +165,8 @@ class BudgetStage(Stage):
         if acc is None or acc.period != period:
             # a new period starts with no spend; reservations still in flight carry over
             carried = acc.reserved_usd if acc is not None else 0.0
+            if acc is not None:
+                self.closed.append((key, span, acc.spent_usd))
             acc = self.accounts[(key, span)] = Account(period)
             acc.reserved_usd = carried
         return acc
@@ -123,14 +177,17 @@ class BudgetStage(Stage):
     def limit_for(self, key: int, limit: float, span: float) -> float:
         return self.daily_by_key.get(key, limit) if span == DAY_S else limit
 
-    def fits(self, key: int, amount: float, now: float) -> bool:
+    def fits(self, key: int, amount: float, now: float, level: float | None = None) -> bool:
+        """Does `amount` more stay within `level` (default `block_at`) of every limit?"""
+        level = self.config.block_at if level is None else level
         return all(self.account(key, span, now).spent_usd + self.account(key, span, now).reserved_usd + amount
-                   <= self.limit_for(key, limit, span) + 1e-12 for limit, span in self.limits)
+                   <= self.limit_for(key, limit, span) * level + 1e-12 for limit, span in self.limits)
 
     def reserve(self, i: int, key: int, amount: float, now: float) -> None:
         for _, span in self.limits:
             self.account(key, span, now).reserved_usd += amount
         self.holds[i] = (key, amount)
+        self.reserved_total_usd += amount
 
     # -- the story -----------------------------------------------------------------------
 
@@ -144,6 +201,14 @@ class BudgetStage(Stage):
         reachable = range(len(sim.providers)) if self.stage_routes_later() else (int(sim.target[i]),)
         worst = self.worst_case_usd(i, reachable)
         if self.fits(key, worst, now):
+            if self.config.warn_at is not None and not self.fits(key, worst, now, self.config.warn_at):
+                self.early_warnings += 1
+                self.touch(i)
+            self.reserve(i, key, worst, now)
+            return False
+        if self.exempt and int(sim.requests.priority[i]) in self.exempt:
+            self.exempted += 1
+            self.touch(i)
             self.reserve(i, key, worst, now)
             return False
         action = self.config.action
@@ -178,7 +243,7 @@ class BudgetStage(Stage):
         return self._routes_later
 
     def _never_fits(self, amount: float, key: int = -1) -> bool:
-        return any(amount > self.limit_for(key, limit, span) for limit, span in self.limits)
+        return any(amount > self.limit_for(key, limit, span) * self.config.block_at for limit, span in self.limits)
 
     def _schedule_wake(self, now: float) -> None:
         """Queued requests are retried when the shortest budget period rolls over."""
@@ -216,6 +281,7 @@ class BudgetStage(Stage):
         key, reserved = hold
         now = self.sim.env.now
         actual = self.actual_cost_usd(i)
+        self.billed_total_usd += actual
         for limit, span in self.limits:
             acc = self.account(key, span, now)
             acc.reserved_usd -= reserved
@@ -265,8 +331,27 @@ class BudgetStage(Stage):
         return saved
 
     def stats(self) -> dict:
-        return {"warned": self.warned, "queued": self.queued, "downgraded": self.downgraded,
-                "rejected": self.rejected, "alerts": self.alerts[:50]}
+        out = {"warned": self.warned, "queued": self.queued, "downgraded": self.downgraded,
+               "rejected": self.rejected, "alerts": self.alerts[:50], **self.reservation_stats()}
+        if self.config.warn_at is not None or self.exempt:
+            out.update(early_warnings=self.early_warnings, exempted=self.exempted)
+        return out
+
+    def reservation_stats(self) -> dict:
+        """The fullest period's share of its limit, what was held vs billed, and any overshoot (all periods)."""
+        used, over, over_n = 0.0, 0.0, 0
+        periods = self.closed + [(key, span, acc.spent_usd) for (key, span), acc in self.accounts.items()]
+        for key, span, spent in periods:
+            limit = next((self.limit_for(key, lim, s) for lim, s in self.limits if s == span), float("inf"))
+            if 0 < limit < float("inf"):
+                used = max(used, spent / limit)
+                if spent > limit + 1e-12:
+                    over += spent - limit
+                    over_n += 1
+        return {"reserve": self.config.reserve, "reserve_output_tokens": int(self.reserved_out.max(initial=0)),
+                "utilisation": used, "reserved_usd": self.reserved_total_usd, "billed_usd": self.billed_total_usd,
+                "reserved_minus_billed_usd": self.reserved_total_usd - self.billed_total_usd,
+                "overshoot_usd": over, "overshoots": over_n}
 
 
 Stage = BudgetStage

@@ -27,15 +27,16 @@ from lab.config import Table
 from lab.ledger import CACHE_HIT, OK
 from lab.stages._eviction import POLICIES, make_store
 from lab.stages._singleflight import SingleFlight
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
+CAN_FAIL = True   # it has a store or a worker: `outages` and `on_failure` apply
 NAME = "cache"
 #: fields that describe the world, not a policy choice (graders lock them)
 WORLD_FIELDS = ("hit_latency_ms", "stale_quality")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     policy: str = "lru"
     capacity: int | None = None            # entries; None with no capacity_tokens = unlimited
@@ -52,6 +53,7 @@ class Config:
     stale_quality: float = 0.0             # quality of an answer served from changed data
     coalesce: bool = False
     xfetch_beta: float = 0.0               # 0 = off; 1 is the paper's recommended default
+    stale_while_revalidate_s: float = 0.0  # serve an entry expired this recently, refreshing it behind
 
 
 def parse(t: Table) -> Config:
@@ -71,6 +73,7 @@ def parse(t: Table) -> Config:
         stale_quality=t.probability("stale_quality", Config.stale_quality),
         coalesce=t.boolean("coalesce", Config.coalesce),
         xfetch_beta=t.number("xfetch_beta", Config.xfetch_beta, min=0.0),
+        stale_while_revalidate_s=t.number("stale_while_revalidate_s", Config.stale_while_revalidate_s, min=0.0),
     )
     if c.capacity is not None and c.capacity_tokens is not None:
         t.fail("capacity_tokens", "give capacity (entries) or capacity_tokens, not both")
@@ -78,6 +81,8 @@ def parse(t: Table) -> Config:
         t.fail("dynamic_ttl", "needs ttl_s as the longest TTL")
     if c.xfetch_beta and c.ttl_s is None:
         t.fail("xfetch_beta", "early refresh needs ttl_s (entries that expire)")
+    if c.stale_while_revalidate_s and c.ttl_s is None:
+        t.fail("stale_while_revalidate_s", "serving stale needs ttl_s (entries that expire)")
     return c
 
 
@@ -114,7 +119,7 @@ class CacheStage(Stage):
         self.update_t, self.update_intent, self.next_update = req.update_t_s, req.update_prompt, 0
         self.hit_delay_s = config.hit_latency_ms / 1000.0
         self.hits = self.misses = self.coalesced = self.stale_hits = 0
-        self.refreshes = self.blocked_fills = self.expired = 0
+        self.refreshes = self.blocked_fills = self.expired = self.swr_hits = 0
         self._uniforms = rng.random(1 << 16)
         self._u = 0
         # per-request keys as Python ints, computed once: dict lookups on them are the hot path
@@ -171,6 +176,9 @@ class CacheStage(Stage):
             current = self.version.get(intent, 0)
             if self.config.dynamic_ttl:  # the TTL follows the latest estimate of this prompt's volatility
                 entry.expiry_s = min(entry.expiry_s, entry.stored_s + self.ttl_for(intent, now))
+            if now >= entry.expiry_s and self.config.stale_while_revalidate_s \
+                    and now < entry.expiry_s + self.config.stale_while_revalidate_s:
+                return self._serve_stale(i, key, entry, now, current)
             if now >= entry.expiry_s:
                 self.store.remove(key)
                 self.expired += 1
@@ -206,6 +214,13 @@ class CacheStage(Stage):
         self.sim.answer(i, CACHE_HIT, self, self.hit_delay_s, quality)
         return True
 
+    def _serve_stale(self, i: int, key: int, entry: Entry, now: float, current_version: int) -> bool:
+        """Stale-while-revalidate (RFC 5861): answer from the expired entry, refresh it in the background."""
+        self.swr_hits += 1
+        if key not in self.refreshing:
+            self._refresh(i, key)
+        return self._hit(i, key, entry, now, current_version)
+
     def _refresh(self, i: int, key: int) -> None:
         """Fetch a fresh answer in the background, paid for by the request that triggered it."""
         sim = self.sim
@@ -236,9 +251,9 @@ class CacheStage(Stage):
                 self.sim.follow(follower, i, self, CACHE_HIT)
 
     def _store(self, i: int, key: int, fetched_version: int, t_miss: float, ok: bool) -> None:
-        if not ok:
-            return
         now = self.sim.env.now
+        if not ok or (self.outages and self.down(now)):   # a store that is down takes no writes
+            return
         if self.update_t.size:
             self.catch_up(now)
         intent = self.intent_of(i)
@@ -253,12 +268,35 @@ class CacheStage(Stage):
         size = float(req.input_tokens[i] + req.output_tokens[i]) if self.size_tokens else 1.0
         self.store.put(key, entry, size)
 
+    # -- what warm and prefetch stages use --------------------------------------------
+
+    def key_for(self, prompt: int, tenant: int) -> int:
+        return prompt if self.config.shared else (prompt << 16) | tenant
+
+    def holds(self, key: int) -> bool:
+        return key in self.store
+
+    def preload(self, key: int, prompt: int) -> None:
+        """Store an answer fetched ahead of demand (warming, prefetch), as fresh as a normal fill."""
+        now = self.sim.env.now
+        if self.outages and self.down(now):
+            return
+        if self.update_t.size:
+            self.catch_up(now)
+        intent = prompt // self.sim.scenario.traffic.prompts.paraphrases
+        current = self.version.get(intent, 0)
+        ttl = self.ttl_for(intent, now)
+        req = self.sim.requests
+        size = float(req.key_input_tokens[prompt] + req.key_output_tokens[prompt]) if self.size_tokens else 1.0
+        self.store.put(key, Entry(now + ttl if ttl is not None else math.inf, current, current, 0.0, now, 1.0), size)
+
     def stats(self) -> dict:
         lookups = self.hits + self.misses + self.coalesced
         return {"hits": self.hits, "misses": self.misses, "coalesced": self.coalesced,
                 "hit_ratio": self.hits / lookups if lookups else 0.0, "stale_hits": self.stale_hits,
                 "early_refreshes": self.refreshes, "blocked_stale_fills": self.blocked_fills,
-                "evictions": self.store.evictions, "expired": self.expired}
+                "evictions": self.store.evictions, "expired": self.expired,
+                **({"stale_while_revalidate_hits": self.swr_hits} if self.config.stale_while_revalidate_s else {})}
 
 
 Stage = CacheStage

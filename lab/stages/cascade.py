@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from lab.config import Table
 from lab.ledger import OK
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
 NAME = "cascade"
 #: fields that describe the world, not a policy choice (graders lock them)
@@ -23,7 +23,7 @@ WORLD_FIELDS = ("judge_noise",)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     models: tuple[str, ...] = ()      # "provider/model" or model ids of listed providers, cheap first
     threshold: float = 0.8

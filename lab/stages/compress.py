@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from lab.config import Table
 from lab.ledger import OK
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
 NAME = "compress"
 #: fields that describe the world, not a policy choice (graders lock them)
@@ -26,7 +26,7 @@ WORLD_FIELDS = ("penalties", "truncation_penalty")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     max_input_tokens: int | None = None
     strip_share: float = 0.0

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from lab.config import Table
 from lab.ledger import DEDUPLICATED, OK
 from lab.stages._singleflight import SingleFlight
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 from lab.stages.cache import request_keys
 
+CAN_FAIL = True   # it has a store or a worker: `outages` and `on_failure` apply
 NAME = "dedup"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     window_s: float = 0.0       # also reuse an answer completed this recently (0 = in flight only)
     shared: bool = False        # merge identical requests across tenants

@@ -44,7 +44,7 @@ import numpy as np
 from lab.config import Table
 from lab.errors import ConfigError
 from lab.provider_rules import CacheRules, cache_rules
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
 NAME = "prompt_cache"
 #: fields that describe the world, not a policy choice (graders lock them)
@@ -56,7 +56,7 @@ OPENAI_RETENTION = ("default", "24h")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     rules: str = "auto"
     capacity_tokens: int | None = None
@@ -214,7 +214,8 @@ class PromptCacheStage(Stage):
         prefix_id = int(req.prefix_id[i])
         n_prefix = int(req.prefix_tokens[i]) // bt if prefix_id >= 0 else 0
         ids = [-(prefix_id * 4096 + j) - 1 for j in range(min(n_prefix, n_blocks))]
-        body = (int(req.prompt[i]) * 64 + (prefix_id + 1)) * 4096
+        shared = req.context_key[i] if req.context_key is not None else req.prompt[i]   # a session's history
+        body = (int(shared) * 64 + (prefix_id + 1)) * 4096
         ids.extend(body + j for j in range(n_blocks - len(ids)))
         return ids
 

@@ -5,6 +5,8 @@ max_tokens) from per-minute buckets set below the provider's limits, so the prov
 never answers 429. When the bucket is empty, a low- or normal-priority request waits in
 line (normal before low, first come first served within a priority); a high-priority
 request is let through anyway, with a warning counted — as the seed design describes.
+With `reject_below = "normal"`, a request of lower priority than that is refused (429-style,
+outcome `rejected`) instead of queued when it would have to wait: load shedding by priority.
 """
 
 from __future__ import annotations
@@ -14,23 +16,28 @@ from dataclasses import dataclass
 
 from lab.buckets import TokenBucket
 from lab.config import Table
-from lab.stages.base import Stage
+from lab.ledger import REJECTED
+from lab.scenario import PRIORITIES
+from lab.stages.base import Options, Stage
 
+CAN_FAIL = True   # it has a store or a worker: `outages` and `on_failure` apply
 NAME = "rate_limit"
 HIGH = 0
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     rpm: float = 0.0
     tpm: float = 0.0                   # input + max_tokens per minute
     high_priority: str = "pass"        # "pass" (with a warning) | "queue"
+    reject_below: str = ""             # "high" | "normal": lower priorities are refused, not queued
 
 
 def parse(t: Table) -> Config:
     c = Config(rpm=t.number("rpm", Config.rpm, min=0.0), tpm=t.number("tpm", Config.tpm, min=0.0),
-               high_priority=t.string("high_priority", Config.high_priority, choices=("pass", "queue")))
+               high_priority=t.string("high_priority", Config.high_priority, choices=("pass", "queue")),
+               reject_below=t.string("reject_below", Config.reject_below, choices=("", "high", "normal")))
     if not c.rpm and not c.tpm:
         t.fail("rpm", "give rpm and/or tpm (per-minute limits for the client-side bucket)")
     return c
@@ -45,6 +52,9 @@ class RateLimitStage(Stage):
         self.lines = (deque(), deque(), deque())       # by priority: high, normal, low
         self.wake_pending = False
         self.queued = self.warnings = 0
+        # priorities (indices into PRIORITIES) refused rather than queued when the bucket is empty
+        self.shed_from = PRIORITIES.index(config.reject_below) + 1 if config.reject_below else len(PRIORITIES)
+        self.rejected = [0] * len(PRIORITIES)
         self.wait_s_total = 0.0
         self.t_queued: dict[int, float] = {}
 
@@ -72,6 +82,12 @@ class RateLimitStage(Stage):
                 b.refill(self.sim.env.now)
             self._take(i)          # counted against the bucket: it may go negative
             return False
+        priority = int(self.sim.requests.priority[i])
+        if priority >= self.shed_from:
+            self.rejected[priority] += 1
+            self.sim.answer(i, REJECTED, self)
+            self.sim.run.answered_by[i] = -1        # shed load is not a saving
+            return True
         self.queued += 1
         self.touch(i)
         self.t_queued[i] = self.sim.env.now
@@ -114,7 +130,8 @@ class RateLimitStage(Stage):
         return 0.0   # it buys fewer 429s and retries, not cheaper tokens
 
     def stats(self) -> dict:
-        return {"queued": self.queued, "high_priority_warnings": self.warnings,
+        shed = ({"rejected_by_priority": dict(zip(PRIORITIES, self.rejected))} if self.config.reject_below else {})
+        return {"queued": self.queued, "high_priority_warnings": self.warnings, **shed,
                 "mean_wait_s": self.wait_s_total / self.queued if self.queued else 0.0}
 
 

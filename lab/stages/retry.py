@@ -6,15 +6,18 @@ never sooner than the provider's Retry-After; a 400 is the request's own fault a
 retried. Each provider has a circuit breaker: after `breaker_failures` consecutive
 server failures it opens and calls fail fast (or fall back to another provider) for
 `open_s`; then it lets one probe through (half-open) and closes again if the probe succeeds.
+Or, as most production breakers do, it opens when the share of server failures among the
+calls of the last `breaker_window_s` reaches `breaker_error_rate` (given `breaker_min_calls`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from lab.config import Table
 from lab.ledger import ERROR, OK
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
 NAME = "retry"
 RETRYABLE = (429, 500, 502, 503, 529)
@@ -23,7 +26,7 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     max_attempts: int = 4                 # the first call included
     base_ms: float = 500.0
@@ -32,6 +35,13 @@ class Config:
     breaker_failures: int = 0             # consecutive 5xx that open the breaker; 0 = no breaker
     open_s: float = 30.0
     fallback: bool = False                # send to the next provider while the target's breaker is open
+    breaker_error_rate: float = 0.0       # open when this share of recent calls failed; 0 = off
+    breaker_window_s: float = 30.0        # ... over the calls of this many seconds
+    breaker_min_calls: int = 10           # ... once the window holds at least this many calls
+
+    @property
+    def has_breaker(self) -> bool:
+        return bool(self.breaker_failures or self.breaker_error_rate)
 
 
 def parse(t: Table) -> Config:
@@ -41,14 +51,21 @@ def parse(t: Table) -> Config:
                   jitter=t.boolean("jitter", Config.jitter),
                   breaker_failures=t.integer("breaker_failures", Config.breaker_failures, min=0),
                   open_s=t.number("open_s", Config.open_s, min=0.0, strict_min=True),
-                  fallback=t.boolean("fallback", Config.fallback))
+                  fallback=t.boolean("fallback", Config.fallback),
+                  breaker_error_rate=t.number("breaker_error_rate", Config.breaker_error_rate, min=0.0, max=1.0),
+                  breaker_window_s=t.number("breaker_window_s", Config.breaker_window_s, min=0.0, strict_min=True),
+                  breaker_min_calls=t.integer("breaker_min_calls", Config.breaker_min_calls, min=1))
 
 
 class Breaker:
     """Closed, open or half-open, with the time of every transition kept for inspection."""
 
-    def __init__(self, failures_to_open: int, open_s: float):
+    def __init__(self, failures_to_open: int, open_s: float, error_rate: float = 0.0, window_s: float = 30.0,
+                 min_calls: int = 10):
         self.failures_to_open, self.open_s = failures_to_open, open_s
+        self.error_rate, self.window_s, self.min_calls = error_rate, window_s, min_calls
+        self.recent: deque[tuple[float, bool]] = deque()     # (time, failed) of calls in the window
+        self.recent_failures = 0
         self.state, self.failures, self.opened_s, self.probe = CLOSED, 0, 0.0, None
         self.transitions: list[tuple[float, str, str]] = []
 
@@ -83,6 +100,21 @@ class Breaker:
         if self.failures_to_open and self.failures >= self.failures_to_open:
             self.opened_s = now
             self._go(OPEN, now)
+        elif self.error_rate and self._rate_trips(failed, now):
+            self.opened_s = now
+            self._go(OPEN, now)
+
+    def _rate_trips(self, failed: bool, now: float) -> bool:
+        """Add a call to the sliding window; True when the window's failure share reaches the rate."""
+        self.recent.append((now, failed))
+        self.recent_failures += failed
+        while self.recent and self.recent[0][0] <= now - self.window_s:
+            self.recent_failures -= self.recent.popleft()[1]
+        if len(self.recent) >= self.min_calls and self.recent_failures >= self.error_rate * len(self.recent):
+            self.recent.clear()
+            self.recent_failures = 0
+            return True
+        return False
 
 
 class RetryStage(Stage):
@@ -90,7 +122,8 @@ class RetryStage(Stage):
 
     def __init__(self, config: Config, sim, index: int, rng):
         super().__init__(config, sim, index, rng)
-        self.breakers = [Breaker(config.breaker_failures, config.open_s) for _ in sim.providers]
+        self.breakers = [Breaker(config.breaker_failures, config.open_s, config.breaker_error_rate,
+                                 config.breaker_window_s, config.breaker_min_calls) for _ in sim.providers]
         self.retries = self.gave_up = self.fast_failures = self.fallbacks = 0
 
     def _backoff_s(self, attempt: int) -> float:
@@ -99,7 +132,7 @@ class RetryStage(Stage):
         return float(self.rng.uniform(0.0, ceiling)) if c.jitter else ceiling
 
     def _usable(self, k: int, i: int, now: float) -> bool:
-        return not self.config.breaker_failures or self.breakers[k].allows(i, now)
+        return not self.config.has_breaker or self.breakers[k].allows(i, now)
 
     def _choose(self, i: int) -> bool:
         """Keep or change request i's target so its breaker lets it through; False if none does."""
@@ -129,7 +162,7 @@ class RetryStage(Stage):
         sim, run, now = self.sim, self.sim.run, self.sim.env.now
         status = int(run.status[i])
         k = int(run.provider[i])
-        if self.config.breaker_failures and k >= 0:
+        if self.config.has_breaker and k >= 0:
             self.breakers[k].record(i, status in SERVER_FAILURES, now)
         if run.outcome[i] == OK or status not in RETRYABLE:
             return False

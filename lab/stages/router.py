@@ -31,7 +31,7 @@ import numpy as np
 from lab.config import Table
 from lab.quality import quality_curve
 from lab.scenario import PRIORITIES
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
 NAME = "router"
 STRATEGIES = ("cheapest", "fastest", "balanced", "quality_first")
@@ -43,7 +43,7 @@ DEFAULT_WEIGHTS = {   # priority -> (cost, latency, reliability, quality)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     strategy: str = "cheapest"
     weights: tuple[tuple[str, tuple[float, float, float, float]], ...] = tuple(DEFAULT_WEIGHTS.items())

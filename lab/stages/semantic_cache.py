@@ -21,8 +21,9 @@ import numpy as np
 from lab.config import Table
 from lab.ledger import CACHE_HIT, OK
 from lab.stages._eviction import POLICIES, make_store
-from lab.stages.base import Stage
+from lab.stages.base import Options, Stage
 
+CAN_FAIL = True   # it has a store or a worker: `outages` and `on_failure` apply
 NAME = "semantic_cache"
 #: fields that describe the world, not a policy choice (graders lock them)
 WORLD_FIELDS = ("wrong_hit_rate", "wrong_quality", "hit_latency_ms")
@@ -30,7 +31,7 @@ GPTCACHE_WRONG_HIT_RATE = ((0.8, 0.09), (0.95, 0.06))
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Options):
     stage: str = NAME
     threshold: float = 0.8
     wrong_hit_rate: tuple[tuple[float, float], ...] = GPTCACHE_WRONG_HIT_RATE
@@ -111,8 +112,8 @@ class SemanticCacheStage(Stage):
 
     def on_response(self, i: int) -> None:
         key = self.pending.pop(i, None)
-        if key is None or self.sim.run.outcome[i] != OK:
-            return
+        if key is None or self.sim.run.outcome[i] != OK or (self.outages and self.down(self.sim.env.now)):
+            return   # a failed call, or a store that is down, stores nothing
         ttl = self.config.ttl_s
         expiry = self.sim.env.now + ttl if ttl is not None else math.inf
         self.store.put(key, (int(self.sim.requests.prompt[i]), expiry, float(self.sim.run.quality[i])))
