@@ -91,3 +91,8 @@ def interval(mean, half, fmt=number) -> str:
 def html_text(text: str) -> str:
     """Text for HTML or Markdown output: escaped, with `$` as an entity so no front end typesets it as math."""
     return html.escape(str(text)).replace("$", "&#36;")
+
+
+def html_markup(markup: str) -> str:
+    """Markup built elsewhere (pandas' `to_html`, already escaped) with its `$` as entities, so none is typeset as math."""
+    return str(markup).replace("$", "&#36;")

@@ -7,8 +7,8 @@ are CostlabErrors: one line, exit 2.
 from __future__ import annotations
 
 from lab.analysis.kpi import load_kpis
-from lab.report import build_report, check_output_dir
 from lab.errors import ConfigError
+from lab.report import build_report, check_output_dir
 
 PERIODS_S = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
 

@@ -14,7 +14,6 @@ that counts, with names, for the instructor. `progress(student)` is one learner'
 
 from __future__ import annotations
 
-import html
 import json
 import random
 import secrets
@@ -29,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 
 from lab.errors import ConfigError, CostlabError
+from lab.fmt import html_markup, html_text
 
 _ADJECTIVES = ("amber", "brave", "calm", "clever", "crisp", "eager", "fuzzy", "gentle", "golden", "happy", "jolly",
                "keen", "lively", "lucky", "mellow", "nimble", "proud", "quick", "quiet", "rapid", "shiny", "silent",
@@ -327,8 +327,8 @@ class LeaderboardView:
         frame = self.frame.copy()
         if "badges" in frame:
             frame["badges"] = frame["badges"].map(lambda b: ", ".join(b))
-        title = f"{html.escape(self.challenge)} · {self.kind} leaderboard"
-        return f"<h4>{title}</h4>" + frame.to_html(index=False, float_format=lambda x: f"{x:.2f}", escape=True)
+        title = f"{html_text(self.challenge)} · {self.kind} leaderboard"
+        return f"<h4>{title}</h4>" + html_markup(frame.to_html(index=False, float_format=lambda x: f"{x:.2f}", escape=True))
 
     def _repr_html_(self) -> str:
         return self.to_html()
