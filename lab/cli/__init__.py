@@ -9,6 +9,7 @@ Every command calls the same public functions a notebook does. Errors a user can
 - `report`: report (HTML, charts and JSON for a scenario or a ledger)
 - `sweep`: sweep (a grid of parameter values and seeds)
 - `grade`: grade, grade-all, leaderboard, challenges, class-init (running a class)
+- `playground`: playground (a dashboard as a web app, with Voilà)
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lab.cli import grade, live, report, run, sweep, twin
+from lab.cli import grade, live, playground, report, run, sweep, twin
 from lab.errors import CostlabError
 
 EXIT_USAGE = 2
 
 #: the command groups; each adds its subcommands with `register(subparsers)`
-COMMAND_GROUPS = (run, live, twin, report, sweep, grade)
+COMMAND_GROUPS = (run, live, twin, report, sweep, grade, playground)
 
 
 def build_parser() -> argparse.ArgumentParser:
