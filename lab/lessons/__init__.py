@@ -65,6 +65,7 @@ from lab.lessons.prices import (
     worst_case_usd,
 )
 from lab.lessons.scenarios import (
+    BUDGET_SCENARIO,
     CASCADE_MODELS,
     ROUTING_SCENARIO,
     build,
@@ -116,7 +117,7 @@ def _exercise(key: str) -> Exercise:
 
 
 __all__ = [
-    "CASCADE_MODELS", "LESSONS", "LESSON_MODELS", "LIVE_PROMPT", "ROUTING_SCENARIO", "SWEEP_CAPACITIES",
+    "BUDGET_SCENARIO", "CASCADE_MODELS", "LESSONS", "LESSON_MODELS", "LIVE_PROMPT", "ROUTING_SCENARIO", "SWEEP_CAPACITIES",
     "SWEEP_TTLS", "Check", "Exercise", "budget_table", "build", "call_cost_usd", "call_costs",
     "calls_table", "che_lru_hit_ratio", "compare", "exercise", "long_system_prompt", "price_sheet", "run",
     "run_variants", "scenario_dict", "scenario_path", "stale_catalog_dict", "sweep_values",
