@@ -88,6 +88,20 @@ def interval(mean, half, fmt=number) -> str:
     return f"{fmt(mean)} ± {fmt(half)}"
 
 
+def duration(seconds) -> str:
+    """A span of time in the unit that reads best: 10 s, 12.5 min, 2.00 h, 3.5 days."""
+    if _missing(seconds):
+        return MISSING
+    s = float(seconds)
+    if abs(s) < 120:
+        return f"{s:,.3g} s" if abs(s) < 10 else f"{s:,.0f} s"
+    if abs(s) < 7200:
+        return f"{s / 60:,.1f} min"
+    if abs(s) < 3 * 86400:
+        return f"{s / 3600:,.2f} h"
+    return f"{s / 86400:,.1f} days"
+
+
 def html_text(text: str) -> str:
     """Text for HTML or Markdown output: escaped, with `$` as an entity so no front end typesets it as math."""
     return html.escape(str(text)).replace("$", "&#36;")

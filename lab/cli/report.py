@@ -7,6 +7,7 @@ are CostlabErrors: one line, exit 2.
 from __future__ import annotations
 
 from lab.analysis.kpi import load_kpis
+from lab.cli.args import positive_int
 from lab.errors import ConfigError
 from lab.report import build_report, check_output_dir
 
@@ -35,7 +36,8 @@ def cmd_report(args) -> int:
     period_s = PERIODS_S[args.budget_period]
     report = build_report(args.source, seed=args.seed, seeds=args.seeds, requests=args.requests,
                           sla_ms=args.sla_ms, budget_usd=args.budget_usd, budget_period_s=period_s,
-                          teams=teams, bucket_s=args.bucket_s, frontier=not args.no_frontier, kpis=kpis)
+                          teams=teams, bucket_s=args.bucket_s, frontier=not args.no_frontier, kpis=kpis,
+                          progress=True)
     out = report.write(args.out)
     print(report.title)
     print()
@@ -64,7 +66,7 @@ def register(subparsers) -> None:
     r.add_argument("--seed", type=int, default=0, help="first random seed (default 0)")
     r.add_argument("--seeds", type=int, default=3, metavar="K",
                    help="simulate seeds SEED..SEED+K-1 for 95%% confidence intervals (default 3; 1 for a quick look)")
-    r.add_argument("--requests", type=int, default=None, metavar="N",
+    r.add_argument("--requests", type=positive_int, default=None, metavar="N",
                    help="simulate exactly N requests instead of the scenario's duration_s")
     r.add_argument("--sla-ms", type=float, default=None, metavar="MS",
                    help="latency target (default: the scenario's [sla] p95_ms; needed for a ledger's SLA alerts)")
