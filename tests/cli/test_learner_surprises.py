@@ -152,3 +152,17 @@ def test_marks_and_measurements_read_in_any_font():
     assert "$" not in html and "&#36;2.03" in html
     shown = repr(Measured({"cost_usd": 2.0312345678901234, "p95_ms": 345008600.123, "error_rate": 0.012345}))
     assert shown == "{'cost_usd': $2.03, 'p95_ms': 345,008,600 ms, 'error_rate': 1.23 %}"
+
+
+def test_failed_requests_stay_out_of_the_latency_cdf():
+    """Lesson 08's CDF ran down to 1e-3 ms: rejected requests were drawn at 0 ms. Now they are left out and named."""
+    from lab import lessons, plots
+
+    result = lab.simulate(lessons.variant(lessons.BUDGET_SCENARIO), seed=0, requests=600)
+    rejected = float((result.ledger["outcome"] == "rejected").mean())
+    assert rejected > 0.1            # the budget binds (about a quarter at 600 requests)
+    fig = plots.latency_cdf(result)
+    optimized = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("optimized")][0]
+    assert f"{100 * rejected:.1f} % never answered" in optimized.get_label()
+    assert min(optimized.get_xdata()) >= 1.0                 # no request answered in under a millisecond
+    assert max(optimized.get_ydata()) == pytest.approx(1 - rejected, abs=1e-9)
