@@ -470,6 +470,36 @@ def scatter(frame: pd.DataFrame, x: str, y: str, *, title: str = "", hline: floa
     return fig
 
 
+def tokens_by_part(report, *, title: str = "") -> Figure:
+    """Where a bill's tokens go: tokens and cost per part (system, history, user, tools, framing, output).
+
+    `report` is a `lab.analysis.token_analyzer.TokenReport` (or its `by_part()` frame). Tokens and
+    dollars side by side, because output tokens cost several times input ones.
+    """
+    parts = report.by_part() if hasattr(report, "by_part") else report
+    parts = parts[parts["tokens"] > 0]
+    fig = Figure(figsize=(9.0, 3.6), layout="constrained")
+    ax_t, ax_c = fig.subplots(1, 2, sharey=True)
+    labels = [str(p) for p in parts.index]
+    colors = [_color(k) for k in range(len(labels))]
+    ax_t.barh(labels, parts["tokens"], color=colors)
+    ax_c.barh(labels, parts["cost_usd"], color=colors)
+    for ax, col, show in ((ax_t, "tokens", lambda v: f"{v:,.0f}"), (ax_c, "cost_usd", usd)):
+        for k, v in enumerate(parts[col]):
+            ax.annotate(show(v), (v, k), textcoords="offset points", xytext=(3, -3), fontsize=8)
+        ax.grid(alpha=0.3, axis="x")
+        ax.margins(x=0.25)
+    ax_t.invert_yaxis()
+    ax_t.set_xlabel("tokens")
+    ax_c.set_xlabel("cost (USD)")
+    _usd_axis(ax_c.xaxis)
+    ax_t.set_title("tokens by part", fontsize=10)
+    ax_c.set_title("cost by part", fontsize=10)
+    total = float(parts["cost_usd"].sum())
+    fig.suptitle(title or f"Where the bill goes: {int(parts['tokens'].sum()):,} tokens, {usd(total)}", fontsize=11)
+    return fig
+
+
 # =========================================================================== tables of runs
 
 

@@ -114,4 +114,4 @@ ex.check(ttl_s=ttl_s, capacity=capacity)
 # - heatmaps show which knob matters; intervals show which differences are real
 # - the same sweep scales from a laptop's cores to a cluster
 #
-# **That was the last lesson.** The challenges in `challenges/` put it all together (`costlab challenges`).
+# **Next:** [14 · Where a bill's tokens go: the token analyzer](14_token_analyzer.ipynb)

@@ -44,6 +44,7 @@ from lab.lessons.exercises.strategies import (
     DedupWindow,
     PromptCacheTtl,
 )
+from lab.lessons.exercises.tokens import TokenBill
 from lab.lessons.experiments import (
     budget_table,
     che_lru_hit_ratio,
@@ -92,11 +93,12 @@ LESSONS = (
     ("11", "11_analytics.ipynb", "Analytics: KPIs, anomalies, forecasts and a report"),
     ("12", "12_live_providers.ipynb", "Live providers: replay by default, live with keys and a budget"),
     ("13", "13_scale_sweeps.ipynb", "Scale: parameter sweeps"),
+    ("14", "14_token_analyzer.ipynb", "Where a bill's tokens go: the token analyzer"),
 )
 
 _EXERCISES: dict[str, type[Exercise]] = {cls.lesson: cls for cls in (
     ReadTheBill, CheapestCall, NoCallShare, CacheCapacity, DedupWindow, Batching, PromptCacheTtl,
-    CascadeThreshold, MaxTokens, Resilience, TwinConcurrency, KpiFormula, LiveBudget, SweepChoice)}
+    CascadeThreshold, MaxTokens, Resilience, TwinConcurrency, KpiFormula, LiveBudget, SweepChoice, TokenBill)}
 
 
 def exercise(lesson: str) -> Exercise:

@@ -46,7 +46,7 @@ class Check:
         return f"[lesson {self.lesson} self-check: {mark}] {self.message}{numbers}"
 
     def _repr_html_(self) -> str:
-        color, mark = (GREEN, "PASSED") if self.passed else (RED, "NOT YET")
+        color, mark = (GREEN, "passed") if self.passed else (RED, "not yet")
         numbers = f"<br><small>{html_text(self._numbers())}</small>" if self.measured else ""
         return (f'<div style="border-left:4px solid {color};padding:4px 10px">'
                 f'<b style="color:{color}">{mark}</b> — {html_text(self.message)}{numbers}</div>')
