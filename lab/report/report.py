@@ -296,13 +296,15 @@ def _resolve(source, seed: int, seeds: int, requests: int | None, progress) -> _
 def build_report(source, *, seed: int = 0, seeds: int = 3, requests: int | None = None,
                  sla_ms: float | None = None, budget_usd: float | None = None, budget_period_s: float = 86400.0,
                  teams: dict[str, str] | None = None, bucket_s: float | None = None, frontier: bool = True,
-                 kpis: list | None = None, progress: bool | None = None) -> Report:
+                 kpis: list | None = None, progress: bool | None = None, recommendation=None) -> Report:
     """Simulate (for a scenario) and analyse; returns a Report ready to show or write.
 
     `seeds` > 1 runs seeds `seed .. seed+seeds-1` for confidence intervals; the charts and
     tables show the first. `budget_usd` (per `budget_period_s`) enables budget alerts;
     `teams` maps tenants to teams for a by-team table. A ledger file has no SLA of its own:
-    give `sla_ms` for latency alerts and KPIs. `kpis` (lab.analysis.kpi.KPI objects, e.g. from
+    give `sla_ms` for latency alerts and KPIs. `recommendation` (a ranked `ResultTable`, e.g.
+    `lab.twin.recommend(lab.twin.what_if(...))`, which sits above the report) becomes its
+    Recommendations section. `kpis` (lab.analysis.kpi.KPI objects, e.g. from
     `load_kpis`) are added to the standard ones, each with a chart of its values over time.
     """
     custom = list(kpis or [])
@@ -327,6 +329,7 @@ def build_report(source, *, seed: int = 0, seeds: int = 3, requests: int | None 
     b.alerts()
     b.anomalies_and_forecast()
     b.frontier(frontier, progress)
+    b.recommendations(recommendation)
     b.charts()
     return b.report()
 
@@ -647,6 +650,18 @@ class _Builder:
             f"precision {q['precision']:.2f}, recall {q['recall']:.3g}; IQR precision "
             f"{iq['precision']:.2f}, recall {iq['recall']:.3g}. Forecast: {fc.method} fitted to the "
             "cost per bucket, 95 % prediction interval.")]))
+
+    # -- recommendations --------------------------------------------------------------------------
+    def recommendations(self, ranked) -> None:
+        """The ranked pipelines (cheapest meeting the SLA and quality floor first) and the sentences that say why."""
+        if ranked is None:
+            return
+        self.n["recommendations"] = {"title": ranked.title, "ranked": _records(ranked.table), "notes": list(ranked.notes)}
+        if ranked.notes:
+            self.say(Bold(ranked.notes[0]))
+        blocks = [Table([str(c) for c in ranked.table.columns], ranked.cells())]
+        blocks += [_note(n) for n in ranked.notes]
+        self.sections.append(Section(f"Recommendations · {ranked.title.split(' · ', 1)[-1]}", blocks))
 
     # -- cost-quality frontier ---------------------------------------------------------------------
     def frontier(self, enabled: bool, progress) -> None:
