@@ -179,6 +179,7 @@ def _screenshot(page, name: str, scroller: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     height = page.evaluate(f"() => {{ const e = document.querySelector({scroller!r}); return e ? e.scrollHeight : 0; }}")
     page.set_viewport_size({"width": 1280, "height": int(min(max(height + 200, 900), 16000))})
+    page.evaluate(f"() => {{ const e = document.querySelector({scroller!r}); if (e) e.scrollTop = 0; }}")
     page.wait_for_timeout(800)
     out = SHOTS / f"{name}.png"
     page.screenshot(path=str(out), full_page=True)
