@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 MARKED = re.compile(r"<!-- runnable[^>]*-->\s*\n```bash\n(.*?)\n```", re.S)
-BLOCK_TIMEOUT_S = 600
+BLOCK_TIMEOUT_S = 900
 
 
 def runnable_blocks(text: str) -> list[str]:
