@@ -88,6 +88,20 @@ def interval(mean, half, fmt=number) -> str:
     return f"{fmt(mean)} ± {fmt(half)}"
 
 
+def duration(seconds) -> str:
+    """A span of time in the unit that reads best: 10 s, 12.5 min, 2.00 h, 3.5 days."""
+    if _missing(seconds):
+        return MISSING
+    s = float(seconds)
+    if abs(s) < 120:
+        return f"{s:,.3g} s" if abs(s) < 10 else f"{s:,.0f} s"
+    if abs(s) < 7200:
+        return f"{s / 60:,.1f} min"
+    if abs(s) < 3 * 86400:
+        return f"{s / 3600:,.2f} h"
+    return f"{s / 86400:,.1f} days"
+
+
 def html_text(text: str) -> str:
     """Text for HTML or Markdown output: escaped, with `$` as an entity so no front end typesets it as math."""
     return html.escape(str(text)).replace("$", "&#36;")
@@ -119,3 +133,8 @@ def plain_text(text, max_chars: int | None = None) -> str:
     if max_chars is not None and len(text) > max_chars:
         text = text[:max(0, max_chars - 1)] + "…"
     return text
+
+
+def html_markup(markup: str) -> str:
+    """Markup built elsewhere (pandas' `to_html`, already escaped) with its `$` as entities, so none is typeset as math."""
+    return str(markup).replace("$", "&#36;")

@@ -29,7 +29,7 @@ from lab.analysis.attribution import NO_STAGE, attribute, savings_by_strategy
 from lab.analysis.frame import as_ledger, cost_series, horizon_s, nice_bucket_s
 from lab.analysis.stats import mean_ci
 from lab.fmt import usd, usd_axis_decimals
-from lab.ledger import OUTCOMES
+from lab.ledger import ERROR, OUTCOMES, REJECTED
 
 # =========================================================================== palette
 
@@ -113,11 +113,19 @@ def _buckets(t_s: np.ndarray, bucket_s: float, horizon: float) -> tuple[np.ndarr
     return idx, np.arange(n) * bucket_s + bucket_s / 2
 
 
-def _latencies(data) -> np.ndarray:
-    """Every request's latency (ms) of a `Result` or a ledger."""
-    if callable(getattr(data, "latency_ms", None)):
-        return np.asarray(data.latency_ms(), dtype=np.float64)
-    return as_ledger(data)["latency_ms"].to_numpy(dtype=np.float64)
+def _latencies(data, baseline: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Every request's latency (ms) of a `Result` (or its baseline) or a ledger, and which ones failed.
+
+    A rejected or failed request was never answered: its latency (0 ms, or the time to fail) is
+    not a response time, so a latency chart keeps it apart.
+    """
+    if callable(getattr(data, "latency_ms", None)) and hasattr(data, "run"):
+        arrays = data.baseline if baseline else data.run
+        failed = (arrays.outcome == ERROR) | (arrays.outcome == REJECTED)
+        return np.asarray(data.latency_ms(baseline=baseline), dtype=np.float64), np.asarray(failed)
+    ledger = as_ledger(data)
+    failed = ledger["outcome"].astype(str).isin(["error", "rejected"]).to_numpy()
+    return ledger["latency_ms"].to_numpy(dtype=np.float64), failed
 
 
 # =========================================================================== one run over time
@@ -345,29 +353,43 @@ def latency_cdf(data, sla_ms: float | None = None, ax=None, *, baseline_latency_
     """
     fig, ax = _axes(ax)
 
-    def draw(values, color, label):
-        v = np.sort(np.maximum(np.asarray(values, dtype=np.float64), 1e-3))
-        y = np.arange(1, len(v) + 1) / len(v)
+    def draw(values, color, label, failed=None):
+        """Answered requests only; the curve tops out at the answered share, the failed share is in the label."""
+        values = np.asarray(values, dtype=np.float64)
+        failed = np.zeros(len(values), bool) if failed is None else np.asarray(failed, bool)
+        v = np.sort(np.maximum(values[~failed], 1e-3))
+        n = max(len(values), 1)
+        y = np.arange(1, len(v) + 1) / n
         step = max(1, len(v) // 4000)         # enough points for a smooth curve, small files
+        if failed.any():
+            label = f"{label} ({100 * failed.mean():.1f} % never answered: not drawn)"
         ax.plot(v[::step], y[::step], color=color, lw=1.8, label=label)
-        return v
+        return values, failed
+
+    def slower(drawn) -> float:
+        values, failed = drawn
+        return 100 * float(((values > sla_ms) & ~failed).mean()) if len(values) else 0.0
 
     if isinstance(data, Mapping):
         for k, (label, run) in enumerate(data.items()):
-            draw(_latencies(run), _color(k), str(label))
+            values, failed = _latencies(run)
+            draw(values, _color(k), str(label), failed)
         note = f"SLA {sla_ms:,.0f} ms" if sla_ms else None
     else:
         if sla_ms is None and hasattr(data, "scenario"):
             sla_ms = data.scenario.sla.p95_ms
-        if baseline_latency_ms is None and callable(getattr(data, "latency_ms", None)):
-            baseline_latency_ms = data.latency_ms(baseline=True)
+        b = None
         if baseline_latency_ms is not None:
             b = draw(baseline_latency_ms, BASELINE, "without optimization")
-        v = draw(_latencies(data), OPTIMIZED, "optimized")
+        elif hasattr(data, "run"):
+            values, failed = _latencies(data, baseline=True)
+            b = draw(values, BASELINE, "without optimization", failed)
+        values, failed = _latencies(data)
+        v = draw(values, OPTIMIZED, "optimized", failed)
         if sla_ms:
-            note = f"SLA {sla_ms:,.0f} ms: {100 * float((v > sla_ms).mean()):.1f} % slower"
-            if baseline_latency_ms is not None:
-                note += f" (baseline {100 * float((b > sla_ms).mean()):.1f} %)"
+            note = f"SLA {sla_ms:,.0f} ms: {slower(v):.1f} % slower"
+            if b is not None:
+                note += f" (baseline {slower(b):.1f} %)"
     if sla_ms:
         ax.axvline(sla_ms, color=WORSE, ls="--", lw=1.2, label=note)
         ax.axhline(0.95, color=GUIDE, ls=":", lw=0.8)
@@ -445,6 +467,36 @@ def scatter(frame: pd.DataFrame, x: str, y: str, *, title: str = "", hline: floa
     _guide(ax, hline, hline_label)
     _guide(ax, vline, vline_label, axis="v")
     ax.set_title(title or f"{_label(y)} against {_label(x)}")
+    return fig
+
+
+def tokens_by_part(report, *, title: str = "") -> Figure:
+    """Where a bill's tokens go: tokens and cost per part (system, history, user, tools, framing, output).
+
+    `report` is a `lab.analysis.token_analyzer.TokenReport` (or its `by_part()` frame). Tokens and
+    dollars side by side, because output tokens cost several times input ones.
+    """
+    parts = report.by_part() if hasattr(report, "by_part") else report
+    parts = parts[parts["tokens"] > 0]
+    fig = Figure(figsize=(9.0, 3.6), layout="constrained")
+    ax_t, ax_c = fig.subplots(1, 2, sharey=True)
+    labels = [str(p) for p in parts.index]
+    colors = [_color(k) for k in range(len(labels))]
+    ax_t.barh(labels, parts["tokens"], color=colors)
+    ax_c.barh(labels, parts["cost_usd"], color=colors)
+    for ax, col, show in ((ax_t, "tokens", lambda v: f"{v:,.0f}"), (ax_c, "cost_usd", usd)):
+        for k, v in enumerate(parts[col]):
+            ax.annotate(show(v), (v, k), textcoords="offset points", xytext=(3, -3), fontsize=8)
+        ax.grid(alpha=0.3, axis="x")
+        ax.margins(x=0.25)
+    ax_t.invert_yaxis()
+    ax_t.set_xlabel("tokens")
+    ax_c.set_xlabel("cost (USD)")
+    _usd_axis(ax_c.xaxis)
+    ax_t.set_title("tokens by part", fontsize=10)
+    ax_c.set_title("cost by part", fontsize=10)
+    total = float(parts["cost_usd"].sum())
+    fig.suptitle(title or f"Where the bill goes: {int(parts['tokens'].sum()):,} tokens, {usd(total)}", fontsize=11)
     return fig
 
 

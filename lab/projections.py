@@ -159,7 +159,7 @@ def _scale_point(scenario: Scenario, factor: float, seeds, max_requests: int, ra
 
 
 def scale_analysis(scenario: Scenario, factors=(1, 10, 100), seeds=3, max_requests: int = 50_000,
-                   find_break: bool = True, bisect_steps: int = 5) -> ResultTable:
+                   find_break: bool = True, bisect_steps: int = 5, progress: bool = False) -> ResultTable:
     """Cost per day, p95 latency and error rate at each traffic factor, and where p95 breaks the SLA.
 
     Runs are capped at `max_requests` requests (a shorter window at high factors): cost per
@@ -167,7 +167,12 @@ def scale_analysis(scenario: Scenario, factors=(1, 10, 100), seeds=3, max_reques
     """
     factors = sorted(float(f) for f in factors)
     base_rate_s = requests_per_day(scenario) / SECONDS_PER_DAY
-    points = [_scale_point(scenario, f, seeds, max_requests, base_rate_s) for f in factors]
+    steps = factors
+    if progress:
+        from tqdm.auto import tqdm  # the progress bar is only drawn when asked for
+
+        steps = tqdm(factors, desc=f"{scenario.name}: scale", unit="factor", leave=False)
+    points = [_scale_point(scenario, f, seeds, max_requests, base_rate_s) for f in steps]
     sla_ms = scenario.sla.p95_ms
     rows = []
     for p in points:

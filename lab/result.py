@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lab.errors import CostlabError
+from lab.fmt import html_text, usd
 from lab.ledger import CACHE_HIT, ERROR, REJECTED, RunArrays, build_ledger
 from lab.scenario import Scenario
 from lab.traffic import Requests
@@ -173,14 +173,14 @@ class Result:
 
     def _repr_html_(self) -> str:
         s = self.summary()
-        rows = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
+        rows = "".join(f"<tr><td>{html_text(a)}</td><td>{html_text(b)}</td><td>{html_text(c)}</td></tr>"
                        for a, b, c in self.table_rows())
         stages = "".join(
-            f"<tr><td>{html.escape(name)}</td><td>{v['requests_touched']:,}</td><td>${v['cost_saved_usd']:,.4f}</td></tr>"
+            f"<tr><td>{html_text(name)}</td><td>{v['requests_touched']:,}</td><td>{html_text(usd(v['cost_saved_usd']))}</td></tr>"
             for name, v in s["by_stage"].items())
         stage_table = (f"<table><tr><th>stage</th><th>requests touched</th><th>saved</th></tr>{stages}</table>"
                        if stages else "<p>No optimization stages (the run is its own baseline).</p>")
-        return (f"<div><h4>costlab · {html.escape(s['scenario'])} · seed {s['seed']}</h4>"
+        return (f"<div><h4>costlab · {html_text(s['scenario'])} · seed {s['seed']}</h4>"
                 f"<table><tr><th></th><th>baseline</th><th>optimized</th></tr>{rows}</table>{stage_table}</div>")
 
     def __repr__(self) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import difflib
 import io
 import math
 import threading
@@ -29,7 +30,6 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from lab import fmt, plots, runs
-from lab.config import did_you_mean
 from lab.errors import CostlabError
 from lab.ledger import ERROR, REJECTED
 from lab.lessons.scenarios import build, scenario_dict, scenario_path
@@ -42,8 +42,9 @@ from lab.sweep import SweepError, apply_point, child, parse_path, set_path
 class Knob:
     """One control: a label, the scenario field it sets, and the widget that sets it.
 
-    `kind`: "int" / "float" (linear slider between `low` and `high`), "log_int" / "log" (log
-    slider, for sizes and rates spanning decades) or "choice" (a dropdown of `options`).
+    `kind`: "int" (an IntSlider: a whole number never reads "501.2") / "float" (linear slider
+    between `low` and `high`), "log" (log slider, for rates spanning decades) or "choice" (a
+    dropdown of `options`).
     `default` is used when the scenario does not set the field itself.
     """
 
@@ -56,10 +57,11 @@ class Knob:
     options: tuple = ()
     default: object = None
     help: str = ""
+    aliases: tuple = ()             # other names a learner may type for it ("cache size"), for did-you-mean
 
     def coerce(self, value):
         """The widget's value as the scenario wants it (log sliders give floats)."""
-        if self.kind in ("int", "log_int"):
+        if self.kind == "int":
             return int(round(float(value)))
         if self.kind in ("float", "log"):
             return float(value)
@@ -71,7 +73,7 @@ class Knob:
         if self.kind == "choice":
             options = list(self.options) if value in self.options else [value, *self.options]
             return widgets.Dropdown(options=options, value=value, description=self.label, style=style, layout=layout)
-        if self.kind in ("log", "log_int"):
+        if self.kind == "log":
             v = min(max(float(value), self.low), self.high)
             return widgets.FloatLogSlider(value=v, base=10, min=math.log10(self.low), max=math.log10(self.high),
                                           step=self.step or 0.05, readout_format=".4g", **common)
@@ -81,9 +83,10 @@ class Knob:
 
 
 KNOBS: dict[str, Knob] = {k.label: k for k in (
-    Knob("cache capacity", "pipeline[cache].capacity", "log_int", 10, 20_000, default=1000,
-         help="entries the response cache holds"),
-    Knob("cache TTL (s)", "pipeline[cache].ttl_s", "log", 1, 86_400, default=3600, help="how long an answer is reused"),
+    Knob("cache capacity", "pipeline[cache].capacity", "int", 10, 20_000, step=10, default=1000,
+         help="entries the response cache holds", aliases=("cache size", "cache entries", "capacity")),
+    Knob("cache TTL (s)", "pipeline[cache].ttl_s", "log", 1, 86_400, default=3600, help="how long an answer is reused",
+         aliases=("cache ttl", "ttl", "ttl_s")),
     Knob("cache policy", "pipeline[cache].policy", "choice", options=("lru", "lfu", "fifo"), default="lru"),
     Knob("batch window (ms)", "pipeline[batch].window_ms", "float", 0, 2000, step=10, default=200,
          help="how long a batch gathers"),
@@ -92,11 +95,12 @@ KNOBS: dict[str, Knob] = {k.label: k for k in (
          help="escalate answers judged below this quality"),
     Knob("router strategy", "pipeline[router].strategy", "choice",
          options=("cheapest", "fastest", "balanced", "quality_first"), default="cheapest"),
-    Knob("daily budget (USD)", "pipeline[budget].daily_usd", "log", 0.01, 10_000, default=10),
+    Knob("daily budget (USD)", "pipeline[budget].daily_usd", "log", 0.01, 10_000, default=10,
+         aliases=("budget", "daily budget", "daily_usd")),
     Knob("budget action", "pipeline[budget].action", "choice", options=("warn", "queue", "downgrade", "reject"),
          default="reject"),
     Knob("traffic rate (req/s)", "traffic.arrivals.rate_per_s", "log", 0.1, 1000, default=10,
-         help="mean arrival rate (Poisson or diurnal traffic)"),
+         help="mean arrival rate (Poisson or diurnal traffic)", aliases=("traffic rate", "rate", "rate_per_s")),
 )}
 
 #: the knobs `Dashboard` offers by default (those that apply to the scenario are shown)
@@ -120,6 +124,17 @@ PLAYGROUND = {
                  {"stage": "cascade", "models": ["gpt-4o-mini", "gpt-4o"], "threshold": 0.8}],
     "sla": {"p95_ms": 12000},
 }
+
+
+def knob_hint(name: str) -> str:
+    """A did-you-mean for a knob: its aliases first ("cache size" is the cache's capacity), then spelling."""
+    names = {k.label.lower(): k.label for k in KNOBS.values()}
+    names.update({a.lower(): k.label for k in KNOBS.values() for a in k.aliases})
+    key = str(name).strip().lower()
+    if key in names:
+        return f" (did you mean {names[key]!r}?)"
+    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
+    return f" (did you mean {names[close[0]]!r}?)" if close else ""
 
 
 def _applies(data: dict, path: str) -> bool:
@@ -259,7 +274,7 @@ class Dashboard:
         self.requests, self.seed, self.quality_floor = int(requests), int(seed), quality_floor
         unknown = [k for k in knobs if not isinstance(k, Knob) and k not in KNOBS]
         if unknown:
-            raise CostlabError(f"knob {unknown[0]!r}: expected one of {', '.join(KNOBS)}{did_you_mean(unknown[0], KNOBS)}")
+            raise CostlabError(f"knob {unknown[0]!r}: expected one of {', '.join(KNOBS)}{knob_hint(unknown[0])}")
         self.knobs = [k if isinstance(k, Knob) else KNOBS[k] for k in knobs]
         self.knobs = [k for k in self.knobs if _applies(self.base, k.path)]
         self.controls: dict[str, widgets.Widget] = {

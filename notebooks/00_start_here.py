@@ -136,6 +136,7 @@ Dashboard("support-chatbot", knobs=["cache capacity", "cache TTL (s)", "traffic 
 # | 12 | [Live providers: replay by default, live with keys and a budget](12_live_providers.ipynb) |
 # | 13 | [Scale: parameter sweeps](13_scale_sweeps.ipynb) |
 # | 14 | [The class gateway: real SDKs, one key, a cap per learner](14_class_gateway.ipynb) |
+# | 15 | [Where a bill's tokens go: the token analyzer](15_token_analyzer.ipynb) |
 #
 # Scenario fields and every stage's options: `scenarios/README.md`. The command line does the
 # same things: `costlab run scenarios/support-chatbot.toml --json out.json`.

@@ -96,6 +96,33 @@ plots.bars(budgets, "max_tenant_spend_usd", hline=2.0, hline_label="budget $2/da
 # max_tokens at the dearest model) is what keeps concurrent requests from overshooting.
 
 # %% [markdown]
+# ## Experiment 4: a budget that binds
+# **Question:** one product on gpt-4o costs about \$13 for these 2,000 requests. With a \$3 daily
+# budget that rejects, what does halving the budget to \$1.50 do to the bill, and to the share of
+# people turned away?
+
+# %%
+binds = lessons.BUDGET_SCENARIO
+halving = lessons.run_variants({
+    "no budget": lessons.variant(binds, pipeline=[]),
+    "budget 3 USD": lessons.variant(binds, {"pipeline[budget].daily_usd": 3.0}),
+    "budget 1.50 USD": lessons.variant(binds, {"pipeline[budget].daily_usd": 1.5}),
+    "1.50 USD, downgrade": lessons.variant(binds, {"pipeline[budget].daily_usd": 1.5, "pipeline[budget].action": "downgrade"}),
+}, seed, requests)
+lessons.table(halving)[["cost_usd", "rejected_rate", "p95_ms", "quality_mean"]]
+
+# %%
+halving["budget 1.50 USD"]
+
+# %%
+plots.bars(lessons.table(halving), "cost_usd", title="The bill under a budget that binds", fmt="${:.2f}")
+
+# %% [markdown]
+# A budget that binds *is* the bill: the cost is the budget, and what it stops is requests, so
+# halving it halves the bill and turns many more people away. Downgrading to gpt-4o-mini at the
+# limit answers more of them for the same money (at a lower mean quality).
+
+# %% [markdown]
 # ## Try it
 # The task is shown by the next cell. Change the value(s) below, run the check, repeat until it
 # passes. `ex.measure(...)` runs the same small simulation the check runs, so you can explore first.
@@ -118,12 +145,13 @@ ex.check(max_tokens=max_tokens)
 
 # %% [markdown]
 # ## Play
-# Budgets on the multi-tenant scenario.
+# The budget that binds: drag the daily budget from \$1 to \$20 and watch the bill follow it until
+# the budget stops binding; switch the action to *warn* and it stops protecting anything.
 
 # %%
 from lab.widgets import Dashboard
 
-Dashboard("multi-tenant-budgets", knobs=["daily budget (USD)", "budget action", "traffic rate (req/s)"],
+Dashboard(lessons.BUDGET_SCENARIO, knobs=["daily budget (USD)", "budget action", "traffic rate (req/s)"],
           requests=requests, seed=seed)
 
 # %% [markdown]

@@ -221,4 +221,4 @@ upstream.stop()
 #
 # In a real class: `costlab gateway serve --config gateway.toml` (README, "The class gateway").
 #
-# **That was the last lesson.** The challenges in `challenges/` put it all together (`costlab challenges`).
+# **Next:** [15 · Where a bill's tokens go: the token analyzer](15_token_analyzer.ipynb)

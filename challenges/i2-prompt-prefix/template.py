@@ -70,7 +70,8 @@ candidates = {"mine": pipeline, "none": []}
 if not grading:
     rows = {name: lab.policy.preview(p, challenge, requests=preview_requests, progress=False).metrics
             for name, p in candidates.items()}
-    table = pd.DataFrame(rows).T[["score", "reduction_pct", "p95_ms", "quality_min", "error_rate_max"]]
+    table = pd.DataFrame(rows).T[["score", "reduction_pct", "p95_ms", "quality_min", "error_rate_max"]].round(
+        {"score": 2, "reduction_pct": 1, "p95_ms": 0, "quality_min": 3, "error_rate_max": 4})   # digits that read
     ax = table["reduction_pct"].plot.barh(title="cost reduction on the public seeds (%)")
     ax.axvline(challenge.goal.target_reduction_pct, color="k", linestyle="--", label="target")
     ax.legend()

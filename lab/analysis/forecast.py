@@ -62,7 +62,7 @@ class Forecast:
         return (f"<p>{fmt.html_text(self.method)} ({fmt.html_text(p)}): {len(self.mean)} buckets ahead, "
                 f"total {fmt.html_text(fmt.usd(mean))} [{fmt.html_text(fmt.usd(lo))}, {fmt.html_text(fmt.usd(hi))}] "
                 f"at {int(self.level * 100)} %</p>"
-                + self.to_frame().to_html(index=False, max_rows=20))
+                + fmt.html_markup(self.to_frame().to_html(index=False, max_rows=20)))
 
 
 def _z(level: float) -> float:

@@ -795,6 +795,7 @@ def load_kpis(path) -> list[KPI]:
         raise ConfigError(f"{p}: expected one or more [[kpi]] tables")
     allowed = {"name", "formula", "unit", "warning", "critical", "higher_is_better", "description"}
     kpis = []
+    seen: dict[str, int] = {}
     for k, entry in enumerate(entries):
         where = f"{p}: kpi[{k}]"
         if not isinstance(entry, dict):
@@ -804,6 +805,10 @@ def load_kpis(path) -> list[KPI]:
             raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(allowed))}")
         if not isinstance(entry.get("name"), str) or not isinstance(entry.get("formula"), str):
             raise ConfigError(f"{where}: needs a name and a formula (strings)")
+        if entry["name"] in seen:
+            raise ConfigError(f"{where}: the name {entry['name']!r} is already used by kpi[{seen[entry['name']]}]; "
+                              "each KPI needs its own name")
+        seen[entry["name"]] = k
         for field_name in ("warning", "critical"):
             if field_name in entry and not isinstance(entry[field_name], (int, float)):
                 raise ConfigError(f"{where}.{field_name}: expected a number")

@@ -147,9 +147,9 @@ class TokenReport:
                       f"{text(fmt.usd(s.saving_usd))} ({s.saving_pct:.1f} %) on {s.calls_affected} call(s)</li>"
                       for s in self.suggestions)
         return (f"<div><p>{len(self.calls)} calls, {text(fmt.usd(total))}</p>"
-                f"{parts.to_html(float_format=lambda x: f'{x:,.4f}')}"
+                f"{fmt.html_markup(parts.to_html(float_format=lambda x: f'{x:,.4f}'))}"
                 f"<p>Suggestions, biggest saving first:</p><ol>{sug or '<li>nothing to suggest</li>'}</ol>"
-                f"<p>Costliest calls:</p>{self.top_calls(5).to_html(index=False)}</div>")
+                f"<p>Costliest calls:</p>{fmt.html_markup(self.top_calls(5).to_html(index=False))}</div>")
 
 
 def _count_call(call: dict, k: int, default_model: str, default_provider: str | None) -> dict:

@@ -11,6 +11,7 @@ Every command calls the same public functions a notebook does. Errors a user can
 - `grade`: grade, grade-all, leaderboard, challenges, class-init (running a class)
 - `store`: runs [show|compare|export], class progress (the experiment store)
 - `gateway`: gateway serve, learner add|list|revoke, usage (the class gateway)
+- `playground`: playground (a dashboard as a web app, with Voilà)
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lab.cli import gateway, grade, live, report, run, store, sweep, twin
+from lab.cli import gateway, grade, live, playground, report, run, store, sweep, twin
 from lab.errors import CostlabError
 
 EXIT_USAGE = 2
 
 #: the command groups; each adds its subcommands with `register(subparsers)`
-COMMAND_GROUPS = (run, live, twin, report, sweep, grade, store, gateway)
+COMMAND_GROUPS = (run, live, twin, report, sweep, grade, store, gateway, playground)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:   # a usage error (argparse printed it) or --help: returned like every other outcome
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

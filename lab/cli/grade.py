@@ -125,6 +125,10 @@ def cmd_leaderboard(args) -> int:
         if not args.challenge:
             raise ConfigError("give a challenge id (or --student NAME for one student's progress)")
         view = store.view(args.challenge, private=args.private)
+        if view.frame.empty:
+            from lab.grading.challenge import load_challenge  # the grading extra (see the module docstring)
+
+            load_challenge(args.challenge)   # a typo is an unknown challenge (exit 2), not "no submissions yet"
         frame = view.frame
         title = f"{args.challenge} · {view.kind} leaderboard"
         if args.html:

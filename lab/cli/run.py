@@ -9,8 +9,10 @@ from importlib import resources
 from pathlib import Path
 
 import lab.store as lab_store
+from lab.cli.args import positive_int
 from lab.cli.table import print_table
 from lab.files import write_json_atomic
+from lab.fmt import duration
 from lab.ledger import write_ledger
 from lab.loader import load_scenario
 from lab.pricing import PROVIDERS, model_prices, priced_models
@@ -21,7 +23,7 @@ from lab.tokens import count_tokens, tokenizer_note
 def print_result(result, out=sys.stdout) -> None:
     s = result.summary()
     print(f"costlab · {s['scenario']} · seed {s['seed']} · {s['requests']:,} requests over "
-          f"{s['simulated_s'] / 3600:.2f} simulated hours", file=out)
+          f"{duration(s['simulated_s'])} simulated", file=out)
     print(file=out)
     print_table(result.table_rows(), ("", "baseline", "optimized"), out)
     if s["by_stage"]:
@@ -137,7 +139,7 @@ def register(subparsers) -> None:
                                           "numbers.")
     r.add_argument("scenario", help="a scenario file (scenarios/*.toml; fields in scenarios/README.md)")
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    r.add_argument("--requests", type=int, default=None, metavar="N",
+    r.add_argument("--requests", type=positive_int, default=None, metavar="N",
                    help="simulate exactly N requests instead of the scenario's duration_s")
     r.add_argument("--json", metavar="PATH", help="write the summary (the documented JSON contract) here")
     r.add_argument("--ledger", metavar="PATH", help="write one row per request to PATH.csv or PATH.parquet")
@@ -150,7 +152,7 @@ def register(subparsers) -> None:
     d = subparsers.add_parser("demo", help="run the bundled demo scenario and print its bill",
                               description="One hour of a support chatbot: cache, dedup and prompt caching vs none.")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--requests", type=int, default=None, metavar="N")
+    d.add_argument("--requests", type=positive_int, default=None, metavar="N")
     d.set_defaults(func=cmd_demo)
 
     m = subparsers.add_parser("models", help="list priced models and their prices (from genai-prices)")

@@ -11,6 +11,7 @@ import os
 import textwrap
 from pathlib import Path
 
+from lab.cli.args import positive_int
 from lab.cli.table import print_table
 from lab.errors import ConfigError
 from lab.files import atomic_path
@@ -104,7 +105,7 @@ def register(subparsers) -> None:
     s.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
                    help=f"seeds per grid point, 0..N-1 (default {DEFAULT_SEEDS}); 2 or more give an interval")
     s.add_argument("--workers", type=int, metavar="N", help="local processes (default: one per core)")
-    s.add_argument("--requests", type=int, metavar="N", help="requests per run (default: the scenario's size)")
+    s.add_argument("--requests", type=positive_int, metavar="N", help="requests per run (default: the scenario's size)")
     s.add_argument("--out", metavar="CSV", help="write every metric's mean and CI per grid point here")
     s.add_argument("--dask", metavar="ADDRESS", help="run on this Dask scheduler (tcp://host:8786) instead")
     s.set_defaults(func=cmd_sweep)

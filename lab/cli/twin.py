@@ -9,6 +9,7 @@ from __future__ import annotations
 import tomllib
 
 from lab import twin
+from lab.cli.args import factors, positive_int
 from lab.errors import ConfigError
 from lab.files import write_text_atomic
 from lab.loader import load_scenario, scenario_from_dict
@@ -57,17 +58,12 @@ def cmd_twin(args) -> int:
 def cmd_project(args) -> int:
     seeds = _positive_seeds(args.seeds)
     scenario = load_scenario(args.scenario)
-    runs = seed_metrics(scenario, seeds, args.requests)
+    runs = seed_metrics(scenario, seeds, args.requests, progress=True)
     print(project(scenario, growth_per_month=args.growth, runs=runs))
     if args.scale:
-        try:
-            factors = [float(x) for x in args.scale.split(",") if x.strip()]
-        except ValueError:
-            raise ConfigError(f"--scale {args.scale}: expected factors like 1,10,100") from None
-        if not factors or min(factors) <= 0:
-            raise ConfigError(f"--scale {args.scale}: expected positive factors like 1,10,100")
         print()
-        print(scale_analysis(scenario, factors, seeds=min(seeds, 3), max_requests=args.max_requests))
+        print(scale_analysis(scenario, args.scale, seeds=min(seeds, 3), max_requests=args.max_requests,
+                             progress=True))
     return 0
 
 
@@ -100,11 +96,11 @@ def register(subparsers) -> None:
                     "traffic growth; --scale adds cost, p95 and errors at multiples of today's traffic and "
                     "where p95 breaks the scenario's SLA.")
     p.add_argument("scenario", help="a scenario file (scenarios/*.toml)")
-    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N", help="runs to average (default 5)")
+    p.add_argument("--seeds", type=positive_int, default=DEFAULT_SEEDS, metavar="N", help="runs to average (default 5)")
     p.add_argument("--growth", type=float, default=0.0, metavar="FRACTION",
                    help="traffic growth per month, compounded (0.05 = 5 %% a month; default 0)")
-    p.add_argument("--requests", type=int, metavar="N", help="requests per run (default: the scenario's size)")
-    p.add_argument("--scale", metavar="F1,F2,...", help="traffic factors for a scale analysis, e.g. 1,10,100")
+    p.add_argument("--requests", type=positive_int, metavar="N", help="requests per run (default: the scenario's size)")
+    p.add_argument("--scale", type=factors, metavar="F1,F2,...", help="traffic factors for a scale analysis, e.g. 1,10,100")
     p.add_argument("--max-requests", type=int, default=50_000, metavar="N",
                    help="cap on requests per scale-analysis run (default 50,000)")
     p.set_defaults(func=cmd_project)

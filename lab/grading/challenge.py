@@ -9,7 +9,6 @@ challenges and documented in `SCORE_FORMULA` and `challenges/README.md`.
 
 from __future__ import annotations
 
-import html
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from lab.config import Table, did_you_mean
 from lab.errors import ScenarioError
+from lab.fmt import html_text
 from lab.grading.policy_schema import build_scenario, parse_policy
 
 LEVELS = ("beginner", "intermediate", "advanced")
@@ -109,10 +109,10 @@ class Challenge:
 
     def _repr_html_(self) -> str:
         g = self.goal
-        hints = "".join(f"<li>{html.escape(h)}</li>" for h in self.hints)
-        badges = "".join(f"<li><b>{html.escape(b.name)}</b>: {html.escape(b.description)}</li>" for b in self.badges)
-        return (f"<h4>{html.escape(self.title)} <small>({self.level}, {html.escape(self.id)})</small></h4>"
-                f"<p>{html.escape(self.summary)}</p><ul>"
+        hints = "".join(f"<li>{html_text(h)}</li>" for h in self.hints)
+        badges = "".join(f"<li><b>{html_text(b.name)}</b>: {html_text(b.description)}</li>" for b in self.badges)
+        return (f"<h4>{html_text(self.title)} <small>({self.level}, {html_text(self.id)})</small></h4>"
+                f"<p>{html_text(self.summary)}</p><ul>"
                 f"<li>target: cut cost by at least {g.target_reduction_pct:g} %</li>"
                 f"<li>SLA: p95 latency &le; {g.sla_p95_ms:,.0f} ms on every seed</li>"
                 f"<li>quality floor: quality_mean &ge; {g.quality_floor:g}</li>"

@@ -41,7 +41,7 @@ class Evaluation:
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><td>{html_text(name)}</td><td>{c['value']:.4g}</td><td>{html_text(c['op'])} {c['limit']:g}</td>"
-            f"<td>{'✅' if c['met'] else '❌'}</td></tr>" for name, c in self.constraints.items())
+            f"<td>{'met' if c['met'] else 'MISSED'}</td></tr>" for name, c in self.constraints.items())
         m = self.metrics
         return (f"<h4>score {self.score:.2f} {'(passed)' if self.passed else ''}</h4>"
                 f"<p>reduction {m['reduction_pct']:.2f} % (worst seed {m['reduction_pct_min']:.2f} %) over "

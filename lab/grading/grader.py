@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import html
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ import sqlalchemy as sa
 
 from lab.errors import ConfigError
 from lab.files import write_bytes_atomic
-from lab.fmt import plain_text
+from lab.fmt import html_text, plain_text
 from lab.grading.challenge import SCORE_FORMULA, Challenge, challenges_root, load_challenge
 from lab.grading.evaluate import evaluate
 from lab.grading.learners import normalize_learner
@@ -91,8 +90,8 @@ class GradeResult:
                 "executed_notebook": self.executed_notebook}
 
     def _repr_html_(self) -> str:
-        return (f"<b>{html.escape(self.challenge)}</b> · {html.escape(self.pseudonym or self.student)}: "
-                f"score <b>{self.score:.2f}</b> ({html.escape(self.status)}) — {html.escape(self.reason)}")
+        return (f"<b>{html_text(self.challenge)}</b> · {html_text(self.pseudonym or self.student)}: "
+                f"score <b>{self.score:.2f}</b> ({html_text(self.status)}) — {html_text(self.reason)}")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -14,7 +14,6 @@ that counts, with names, for the instructor. `progress(student)` is one learner'
 
 from __future__ import annotations
 
-import html
 import json
 import secrets
 import time
@@ -29,7 +28,7 @@ from sqlalchemy import exc
 
 from lab.db import insert_ignore, normalize_url, open_engine, reader, retrying, shown_url
 from lab.errors import CostlabError
-from lab.fmt import plain_text
+from lab.fmt import html_markup, html_text, plain_text
 
 _ADJECTIVES = ("amber", "brave", "calm", "clever", "crisp", "eager", "fuzzy", "gentle", "golden", "happy", "jolly",
                "keen", "lively", "lucky", "mellow", "nimble", "proud", "quick", "quiet", "rapid", "shiny", "silent",
@@ -270,8 +269,8 @@ class LeaderboardView:
         frame = self.frame.copy()
         if "badges" in frame:
             frame["badges"] = frame["badges"].map(lambda b: ", ".join(b))
-        title = f"{html.escape(self.challenge)} · {self.kind} leaderboard"
-        return f"<h4>{title}</h4>" + frame.to_html(index=False, float_format=lambda x: f"{x:.2f}", escape=True)
+        title = f"{html_text(self.challenge)} · {self.kind} leaderboard"
+        return f"<h4>{title}</h4>" + html_markup(frame.to_html(index=False, float_format=lambda x: f"{x:.2f}", escape=True))
 
     def _repr_html_(self) -> str:
         return self.to_html()

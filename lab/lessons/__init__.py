@@ -45,6 +45,7 @@ from lab.lessons.exercises.strategies import (
     DedupWindow,
     PromptCacheTtl,
 )
+from lab.lessons.exercises.tokens import TokenBill
 from lab.lessons.experiments import (
     budget_table,
     che_lru_hit_ratio,
@@ -66,6 +67,7 @@ from lab.lessons.prices import (
     worst_case_usd,
 )
 from lab.lessons.scenarios import (
+    BUDGET_SCENARIO,
     CASCADE_MODELS,
     ROUTING_SCENARIO,
     build,
@@ -93,11 +95,12 @@ LESSONS = (
     ("12", "12_live_providers.ipynb", "Live providers: replay by default, live with keys and a budget"),
     ("13", "13_scale_sweeps.ipynb", "Scale: parameter sweeps"),
     ("14", "14_class_gateway.ipynb", "The class gateway: real SDKs, one key, a cap per learner"),
+    ("15", "15_token_analyzer.ipynb", "Where a bill's tokens go: the token analyzer"),
 )
 
 _EXERCISES: dict[str, type[Exercise]] = {cls.lesson: cls for cls in (
     ReadTheBill, CheapestCall, NoCallShare, CacheCapacity, DedupWindow, Batching, PromptCacheTtl,
-    CascadeThreshold, MaxTokens, Resilience, TwinConcurrency, KpiFormula, LiveBudget, SweepChoice, GatewayHolds)}
+    CascadeThreshold, MaxTokens, Resilience, TwinConcurrency, KpiFormula, LiveBudget, SweepChoice, GatewayHolds, TokenBill)}
 
 
 def exercise(lesson: str) -> Exercise:
@@ -118,7 +121,7 @@ def _exercise(key: str) -> Exercise:
 
 
 __all__ = [
-    "CASCADE_MODELS", "LESSONS", "LESSON_MODELS", "LIVE_PROMPT", "ROUTING_SCENARIO", "SWEEP_CAPACITIES",
+    "BUDGET_SCENARIO", "CASCADE_MODELS", "LESSONS", "LESSON_MODELS", "LIVE_PROMPT", "ROUTING_SCENARIO", "SWEEP_CAPACITIES",
     "SWEEP_TTLS", "Check", "Exercise", "budget_table", "build", "call_cost_usd", "call_costs",
     "calls_table", "che_lru_hit_ratio", "compare", "exercise", "long_system_prompt", "price_sheet", "run",
     "run_variants", "scenario_dict", "scenario_path", "stale_catalog_dict", "sweep_values",

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lab.fmt import html_text, number
+from lab.fmt import html_text, ms, number, share, usd
 from lab.plots import BLUE, GREEN, RED
 from lab.result import Result
 from lab.runs import metrics
@@ -47,10 +47,33 @@ class Check:
         return f"[lesson {self.lesson} self-check: {mark}] {self.message}{numbers}"
 
     def _repr_html_(self) -> str:
-        color, mark = (GREEN, "✓ passed") if self.passed else (RED, "✗ not yet")
+        color, mark = (GREEN, "passed") if self.passed else (RED, "not yet")
         numbers = f"<br><small>{html_text(self._numbers())}</small>" if self.measured else ""
         return (f'<div style="border-left:4px solid {color};padding:4px 10px">'
                 f'<b style="color:{color}">{mark}</b> — {html_text(self.message)}{numbers}</div>')
+
+
+class Measured(dict):
+    """What `ex.measure(...)` returns: a plain dict whose printout reads like the tables (lab.fmt by unit)."""
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k!r}: {_readable(k, v)}" for k, v in self.items()) + "}"
+
+    def _repr_html_(self) -> str:
+        return "<code>" + html_text(repr(self)) + "</code>"
+
+
+def _readable(key: str, value) -> str:
+    """A measured value as a learner reads it: its unit from its name's suffix."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return repr(value)
+    if key.endswith("_usd"):
+        return usd(value)
+    if key.endswith("_ms"):
+        return ms(value)
+    if key.endswith(("_rate", "_share")) or key == "share":
+        return share(value, 2)
+    return number(value)
 
 
 class NotYet(Exception):
@@ -107,6 +130,17 @@ class Exercise:
     task = ""
     reference: dict = {}
     wrong: dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        """Every exercise's `measure` returns a `Measured`: numbers printed by lab.fmt, not 17 digits."""
+        super().__init_subclass__(**kwargs)
+        measure = cls.__dict__.get("measure")
+        if measure is not None:
+            @functools.wraps(measure)
+            def measured(self, *args, **kw):
+                out = measure(self, *args, **kw)
+                return Measured(out) if isinstance(out, dict) and not isinstance(out, Measured) else out
+            cls.measure = measured
 
     def _memo(self, key, compute: Callable[[], dict]) -> dict:
         """`compute()` once per key: searches and checks re-measure the same settings."""

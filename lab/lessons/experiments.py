@@ -22,11 +22,18 @@ def run_variants(variants: Mapping, seed: int = 0, requests: int | None = None) 
     return {label: run(s, seed, requests) for label, s in variants.items()}
 
 
+def whole_ms(frame: pd.DataFrame) -> pd.DataFrame:
+    """Milliseconds as whole numbers (nullable where no request was served): never "3.450086e+08"."""
+    for col in [c for c in frame.columns if str(c).endswith("_ms")]:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").round(0).astype("Int64")
+    return frame
+
+
 def table(results: Mapping) -> pd.DataFrame:
-    """One row of `lab.runs.metrics` per result (label -> Result)."""
+    """One row of `lab.runs.metrics` per result (label -> Result); milliseconds whole."""
     frame = pd.DataFrame({label: metrics(r) for label, r in results.items()}).T
     frame.index.name = "variant"
-    return frame.astype({"requests": int, "provider_calls": int})
+    return whole_ms(frame.astype({"requests": int, "provider_calls": int}))
 
 
 def compare(variants: Mapping, seed: int = 0, requests: int | None = None) -> pd.DataFrame:
@@ -39,7 +46,7 @@ def sweep_values(make: Callable, values, seed: int = 0, requests: int | None = N
     """`lab.runs.metrics` of `make(v)` (a Scenario) for each value v, indexed by the value: a one-knob sweep."""
     frame = pd.DataFrame({v: metrics(run(make(v), seed, requests)) for v in values}).T
     frame.index.name = label
-    return frame
+    return whole_ms(frame)
 
 
 def budget_table(results: Mapping) -> pd.DataFrame:
@@ -52,7 +59,7 @@ def budget_table(results: Mapping) -> pd.DataFrame:
                        "served_share": 1.0 - m["failed_rate"], "p95_ms": m["p95_ms"], "quality_mean": m["quality_mean"]}
     frame = pd.DataFrame(rows).T
     frame.index.name = "action"
-    return frame
+    return whole_ms(frame)
 
 
 def reservation_curve(scenario, reserves=("worst", "p99", "p95", "p90", "p75", "p50"), seeds=5,

@@ -117,6 +117,24 @@ ROUTING_SCENARIO = {
 #: lesson 07's cascade, cheapest model first
 CASCADE_MODELS = ["gemini-2.5-flash-lite", "claude-haiku-4-5", "claude-sonnet-4-5"]
 
+#: lesson 08's budget that binds: 2,000 requests on gpt-4o cost about $13 (600, as CI runs the
+#: lesson, about $4), so a $3 daily budget stops many of them and halving it halves the bill again
+#: (every re-run lasts less than a simulated day)
+BUDGET_SCENARIO = {
+    "name": "budget-lesson", "duration_s": 3600,
+    "description": "one product on gpt-4o under a daily budget that binds; gpt-4o-mini to downgrade to",
+    "traffic": {"arrivals": {"process": "poisson", "rate_per_s": 3.0},
+                "input_tokens": {"dist": "lognormal", "median": 900, "sigma": 0.6},
+                "output_tokens": {"dist": "lognormal", "median": 350, "sigma": 0.5},
+                "difficulty": {"dist": "uniform", "low": 0.0, "high": 1.0},
+                "max_tokens": 1024},
+    "providers": [{"name": "openai", "model": "gpt-4o", "concurrency": 64},
+                  {"name": "openai", "model": "gpt-4o-mini", "concurrency": 64}],
+    "pipeline": [{"stage": "budget", "daily_usd": 3.0, "per": "all", "action": "reject",
+                  "downgrade_to": "gpt-4o-mini"}],
+    "sla": {"p95_ms": 20000},
+}
+
 #: lesson 08's tokens-per-minute limit
 TPM_SCENARIO = {
     "name": "tpm-lesson", "requests": 3000,

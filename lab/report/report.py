@@ -50,7 +50,7 @@ from lab.scenario import Scenario
 
 GENERATOR = "costlab report"
 MONTH_S = 30 * 86400.0
-DETECTOR_SERIES = 10     # synthetic series used to state the anomaly detector's precision/recall
+DETECTOR_SERIES = 20     # synthetic series the detector's precision/recall is measured on (the README's figures)
 NO_CALL = "no provider call"
 
 
@@ -296,15 +296,22 @@ def _resolve(source, seed: int, seeds: int, requests: int | None, progress) -> _
 def build_report(source, *, seed: int = 0, seeds: int = 3, requests: int | None = None,
                  sla_ms: float | None = None, budget_usd: float | None = None, budget_period_s: float = 86400.0,
                  teams: dict[str, str] | None = None, bucket_s: float | None = None, frontier: bool = True,
-                 kpis: list | None = None, progress: bool | None = None) -> Report:
+                 kpis: list | None = None, progress: bool | None = None, recommendation=None) -> Report:
     """Simulate (for a scenario) and analyse; returns a Report ready to show or write.
 
     `seeds` > 1 runs seeds `seed .. seed+seeds-1` for confidence intervals; the charts and
     tables show the first. `budget_usd` (per `budget_period_s`) enables budget alerts;
     `teams` maps tenants to teams for a by-team table. A ledger file has no SLA of its own:
-    give `sla_ms` for latency alerts and KPIs. `kpis` (lab.analysis.kpi.KPI objects, e.g. from
+    give `sla_ms` for latency alerts and KPIs. `recommendation` (a ranked `ResultTable`, e.g.
+    `lab.twin.recommend(lab.twin.what_if(...))`, which sits above the report) becomes its
+    Recommendations section. `kpis` (lab.analysis.kpi.KPI objects, e.g. from
     `load_kpis`) are added to the standard ones, each with a chart of its values over time.
     """
+    custom = list(kpis or [])
+    names = [k.name for k in custom]
+    if len(set(names)) < len(names):           # before any simulation
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"kpis: each KPI needs its own name; {', '.join(map(repr, twice))} given twice")
     src = _resolve(source, seed, seeds, requests, progress)
     led = src.ledger
     if not len(led):
@@ -313,7 +320,7 @@ def build_report(source, *, seed: int = 0, seeds: int = 3, requests: int | None 
         sla_ms = src.scenario.sla.p95_ms or None
     bucket_s = bucket_s or nice_bucket_s(horizon_s(led))
     b = _Builder(src, sla_ms, bucket_s, teams, budget_usd, budget_period_s)
-    b.custom_kpis = list(kpis or [])
+    b.custom_kpis = custom
     b.overview()
     b.strategies()
     b.attribution()
@@ -322,6 +329,7 @@ def build_report(source, *, seed: int = 0, seeds: int = 3, requests: int | None 
     b.alerts()
     b.anomalies_and_forecast()
     b.frontier(frontier, progress)
+    b.recommendations(recommendation)
     b.charts()
     return b.report()
 
@@ -511,6 +519,7 @@ class _Builder:
         skip = set() if has_cache else {"cache hit rate"}
         if not self.has_stages:
             skip.add("share of bill saved")
+        skip |= {k.name for k in self.custom_kpis}      # a KPI of your own replaces the standard one of its name
         table = kpi_table([k for k in kpis if k.name not in skip] + self.custom_kpis, self.led)
         self.n["kpis"] = _records(table)
         rows = [[k, _unit_value(r.value, r.unit, missing="no data"), Badge(r.status), _unit_value(r.warning, r.unit),
@@ -601,8 +610,9 @@ class _Builder:
                       for t, r in flagged.iterrows()],
             "detector_quality_on_synthetic_spikes": quality}
         q = quality["zscore"]
-        qtext = (f"the z-score detector finds {100 * q['recall']:.0f} % of injected spikes at "
-                 f"{100 * q['precision']:.0f} % precision on synthetic series")
+        qtext = (f"on {q['series']} synthetic series the z-score detector found {q['true_positives']} of "
+                 f"{q['spikes']} injected spikes with {q['false_positives']} false alarms: precision "
+                 f"{q['precision']:.2f}, recall {q['recall']:.3g}")
         if len(flagged):
             when = ", ".join(_clock(t) for t in flagged.index[:5]) + (", …" if len(flagged) > 5 else "")
             agree = int(found["iqr"].loc[flagged.index, "anomaly"].sum())
@@ -637,9 +647,21 @@ class _Builder:
             f"Each {_bucket(bucket_s)} bucket is judged against a line through the buckets before it: rolling "
             "z-score (over 4 sd; listed) and rolling IQR (over Q3 + 3 IQR; shown when it agrees). Measured on "
             f"{DETECTOR_SERIES} synthetic week-long series with 10 injected spikes each (5–10 noise sd): z-score "
-            f"precision {100 * q['precision']:.0f} %, recall {100 * q['recall']:.0f} %; IQR precision "
-            f"{100 * iq['precision']:.0f} %, recall {100 * iq['recall']:.0f} %. Forecast: {fc.method} fitted to the "
+            f"precision {q['precision']:.2f}, recall {q['recall']:.3g}; IQR precision "
+            f"{iq['precision']:.2f}, recall {iq['recall']:.3g}. Forecast: {fc.method} fitted to the "
             "cost per bucket, 95 % prediction interval.")]))
+
+    # -- recommendations --------------------------------------------------------------------------
+    def recommendations(self, ranked) -> None:
+        """The ranked pipelines (cheapest meeting the SLA and quality floor first) and the sentences that say why."""
+        if ranked is None:
+            return
+        self.n["recommendations"] = {"title": ranked.title, "ranked": _records(ranked.table), "notes": list(ranked.notes)}
+        if ranked.notes:
+            self.say(Bold(ranked.notes[0]))
+        blocks = [Table([str(c) for c in ranked.table.columns], ranked.cells())]
+        blocks += [_note(n) for n in ranked.notes]
+        self.sections.append(Section(f"Recommendations · {ranked.title.split(' · ', 1)[-1]}", blocks))
 
     # -- cost-quality frontier ---------------------------------------------------------------------
     def frontier(self, enabled: bool, progress) -> None:

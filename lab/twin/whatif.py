@@ -18,7 +18,7 @@ from lab.analysis.stats import mean_ci
 from lab.config import Table
 from lab.errors import ConfigError
 from lab.projections import per_day_usd, requests_per_day
-from lab.runs import seed_metrics
+from lab.runs import seed_list, seed_metrics
 from lab.scenario import Scenario
 from lab.stages import parse_stage
 from lab.tables import ResultTable
@@ -51,11 +51,13 @@ class WhatIf:
         return self.result._repr_html_()
 
 
-def what_if(twin: Scenario, policies, seeds=5, requests: int | None = None) -> WhatIf:
+def what_if(twin: Scenario, policies, seeds=5, requests: int | None = None, *,
+            progress: bool | None = None) -> WhatIf:
     """Replay `twin` under each policy (name -> list of `[[pipeline]]` stage dicts) on the same seeds.
 
     A policy named "none" (no stages) is added when missing, so there is always a baseline row.
     Every policy sees the same request streams (same seeds), so differences are the pipeline's.
+    A progress bar over the policies is drawn for more than ten runs unless `progress` says otherwise.
     """
     if isinstance(policies, (list, tuple)):
         policies = {f"policy {k + 1}": p for k, p in enumerate(policies)}
@@ -64,7 +66,13 @@ def what_if(twin: Scenario, policies, seeds=5, requests: int | None = None) -> W
         policies = {"none": [], **policies}
     per_day = requests_per_day(twin)
     runs = {}
-    for name, stages in policies.items():
+    names = list(policies)
+    if (len(names) * len(seed_list(seeds)) > 10) if progress is None else progress:
+        from tqdm.auto import tqdm  # the progress bar is only drawn when there is a wait to show
+
+        names = tqdm(names, desc=f"{twin.name}: what-if", unit="policy", leave=False)
+    for name in names:
+        stages = policies[name]
         scenario = twin.replace(pipeline=policy_pipeline(stages, name), name=f"{twin.name} · {name}")
         runs[name] = seed_metrics(scenario, seeds, requests)
     rows = []
