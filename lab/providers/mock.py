@@ -19,6 +19,7 @@ baseline see the same numbers for the same request.
 from __future__ import annotations
 
 import heapq
+from heapq import heappush
 from collections import deque
 
 import numpy as np
@@ -31,6 +32,22 @@ from lab.scenario import Provider
 
 #: the status an overloaded provider answers with during an outage
 OUTAGE_STATUS = {"openai": 503, "anthropic": 529, "google": 503}
+#: SimPy's priority of a Timeout (simpy.core.NORMAL)
+NORMAL = 1
+
+
+class _Done:
+    """A completion on SimPy's queue: all `Environment.step` reads of an event, and no more.
+
+    Scheduled exactly as `env.timeout(delay, value)` would be (same time, priority and event
+    id), so the event order is SimPy's; it skips the Timeout's construction on the hot path.
+    """
+
+    __slots__ = ("callbacks", "value")
+    _ok = True
+
+    def __init__(self, value, callback):
+        self.value, self.callbacks = value, [callback]
 
 
 class MockProvider:
@@ -60,6 +77,11 @@ class MockProvider:
         self.buckets = [(TokenBucket(v), kind) for kind, v in limits.items() if v]
         self.retry_rng = np.random.default_rng(rng.integers(1 << 62))  # fresh draws for retried attempts
         self.calls = self.rate_limited = 0
+        self._queue, self._eid = self.env._queue, self.env._eid
+
+    def _after(self, delay_s: float, value, callback) -> None:
+        """`env.timeout(delay_s, value).callbacks.append(callback)`, without the Timeout."""
+        heappush(self._queue, (self.env._now + delay_s, NORMAL, next(self._eid), _Done(value, callback)))
 
     def _draw_service_s(self, rng, output_tokens: np.ndarray) -> np.ndarray:
         cfg, n = self.config, len(output_tokens)
@@ -163,7 +185,7 @@ class MockProvider:
             self.sim.on_start(i, self)
             run.status[i] = self._status(i)
             run.service_ms[i] += service_s * 1000.0
-        self.env.timeout(service_s, members).callbacks.append(self._finished)
+        self._after(service_s, members, self._finished)
 
     def _serve(self, i) -> None:
         self.calls += 1
@@ -171,7 +193,7 @@ class MockProvider:
             self._serve_batch(i)
             return
         if i < 0:  # background fetch: occupies a slot, writes nothing to the ledger row
-            self.env.timeout(self.service_s[-1 - i], i).callbacks.append(self._finished)
+            self._after(self.service_s[-1 - i], i, self._finished)
             return
         run, now = self.sim.run, self.env.now
         run.queue_ms[i] += (now - run.t_dispatch_s[i]) * 1000.0
@@ -183,7 +205,7 @@ class MockProvider:
         if self.config.error_latency_ms and status != 200:
             service_s = min(self.config.error_latency_ms / 1000.0, service_s)
         run.service_ms[i] += service_s * 1000.0
-        self.env.timeout(service_s, i).callbacks.append(self._finished)
+        self._after(service_s, i, self._finished)
 
     def _status(self, i: int) -> int:
         """200, or the failure this attempt meets: the first attempt uses the shared draws."""
@@ -217,7 +239,7 @@ class MockProvider:
         delay_s = self.config.error_latency_ms / 1000.0
         self.sim.run.service_ms[i] += delay_s * 1000.0
         self.sim.retry_after_s[i] = retry_after_s
-        self.env.timeout(delay_s, (i, status)).callbacks.append(self._refused)
+        self._after(delay_s, (i, status), self._refused)
 
     def _refused(self, event) -> None:
         i, status = event.value

@@ -120,6 +120,7 @@ class CacheStage(Stage):
         # per-request keys as Python ints, computed once: dict lookups on them are the hot path
         self.keys = request_keys(req, config.shared)
         self.cacheable = req.cacheable.tolist()
+        self.intents = req.intent.tolist()
 
     # -- keys, versions, TTLs ------------------------------------------------------------
 
@@ -127,7 +128,7 @@ class CacheStage(Stage):
         return self.keys[i]
 
     def intent_of(self, i: int) -> int:
-        return int(self.sim.requests.intent[i])
+        return self.intents[i]
 
     def catch_up(self, now: float) -> None:
         """Apply the data updates that happened up to now (lazily: checked on lookup)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
+
 from lab.buckets import TokenBucket
 from lab.config import Table
 from lab.stages.base import Stage
@@ -47,18 +49,18 @@ class RateLimitStage(Stage):
         self.queued = self.warnings = 0
         self.wait_s_total = 0.0
         self.t_queued: dict[int, float] = {}
-
-    def _amount(self, i: int, kind: str) -> float:
-        req = self.sim.requests
-        return 1.0 if kind == "rpm" else float(req.input_tokens[i] + req.max_tokens[i])
+        req = sim.requests
+        tokens = (req.input_tokens + req.max_tokens).astype(np.float64).tolist() if config.tpm else None
+        # each bucket with what every request draws from it, as Python floats (the hot path)
+        self.metered = [(b, tokens if kind == "tpm" else None) for b, kind in self.buckets]
 
     def _wait_s(self, i: int) -> float:
         now = self.sim.env.now
-        return max(b.wait_s(self._amount(i, kind), now) for b, kind in self.buckets)
+        return max(b.wait_s(1.0 if amounts is None else amounts[i], now) for b, amounts in self.metered)
 
     def _take(self, i: int) -> None:
-        for b, kind in self.buckets:
-            b.take(self._amount(i, kind))
+        for b, amounts in self.metered:
+            b.take(1.0 if amounts is None else amounts[i])
 
     def on_request(self, i: int) -> bool:
         waiting = any(self.lines)
