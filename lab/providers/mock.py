@@ -19,8 +19,8 @@ baseline see the same numbers for the same request.
 from __future__ import annotations
 
 import heapq
-from heapq import heappush
 from collections import deque
+from heapq import heappush
 
 import numpy as np
 
@@ -257,7 +257,7 @@ class MockProvider:
         for bit (tests/providers/test_fast_baseline.py); `Simulation(engine="simpy")` keeps
         the event-by-event reference.
         """
-        run, req, cfg = self.sim.run, self.sim.requests, self.config
+        run, cfg = self.sim.run, self.config
         n = len(now_s)
         run.provider[:] = self.index
         run.t_dispatch_s[:] = now_s
