@@ -9,6 +9,13 @@ order. `simulate` runs the scenario and its no-optimization baseline on the same
 
 from __future__ import annotations
 
+import hashlib
+import os
+import pickle
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import numpy as np
 import simpy
 from simpy.core import NORMAL, URGENT
@@ -260,20 +267,132 @@ def _progress_bar(total: int, label: str):
     return tqdm(total=total, desc=f"costlab {label}", unit="req", unit_scale=True, leave=False)
 
 
-def simulate(scenario: Scenario, seed: int = 0, requests: int | None = None, *, progress: bool | None = None):
-    """Run `scenario` and its no-optimization baseline on the same request stream.
+@dataclass(frozen=True)
+class Baseline:
+    """A request stream and its no-optimization run: what every pipeline on that traffic shares.
 
-    `requests` overrides the scenario's size. The same seed gives the same numbers, bit for bit.
+    `key` names what it depends on (traffic, providers, size, seed; not the pipeline, name or
+    SLA). Its arrays are read-only, so Results that share it cannot change each other's.
     """
+
+    key: str
+    requests: Requests
+    run: RunArrays
+
+
+def baseline_key(scenario: Scenario, seed: int, requests: int | None) -> str | None:
+    """A hash of what a baseline depends on, or None when it must not be shared.
+
+    Live and replayed providers are never shared: their calls are real (or recorded) and a
+    run and its baseline share one spend cap. A trace's size and modification time are part
+    of the key, so an edited trace is read again.
+    """
+    if any(p.kind != "mock" for p in scenario.providers):
+        return None
+    trace = scenario.traffic.arrivals.path
+    stat = os.stat(trace) if trace and os.path.exists(trace) else None
+    facts = (scenario.traffic, scenario.providers, scenario.duration_s, scenario.requests, requests, seed,
+             scenario.path, (stat.st_size, stat.st_mtime_ns) if stat else None)
+    return hashlib.sha256(pickle.dumps(facts, protocol=5)).hexdigest()
+
+
+def make_baseline(scenario: Scenario, seed: int = 0, requests: int | None = None, *,
+                  progress: bool | None = None, key: str | None = None, engine: str = "auto") -> Baseline:
+    """Draw the stream for (scenario, seed) and run it with no stages, priced at list price."""
     traffic_seed = np.random.SeedSequence(seed).spawn(3)[0]
     stream = make_requests(scenario, np.random.default_rng(traffic_seed), requests)
     if len(stream) == 0:
         raise ScenarioError(scenario.path, "duration_s", "the scenario produced no requests: "
                             "raise duration_s or the arrival rate")
-    optimized = Simulation(scenario, stream, seed, progress=progress, label="optimized")
-    run = optimized.run_to_end()
-    base_sim = Simulation(scenario, stream, seed, optimized=False, progress=progress, label="baseline")
-    baseline = base_sim.run_to_end()
-    baseline.cost_usd = base_sim.list_price()
-    return Result(scenario=scenario, seed=seed, requests=stream, run=run, baseline=baseline,
+    base_sim = Simulation(scenario.replace(pipeline=()), stream, seed, optimized=False, progress=progress,
+                          label="baseline", engine=engine)
+    run = base_sim.run_to_end()
+    run.cost_usd = base_sim.list_price()
+    if key is not None:
+        for arrays in (vars(stream), vars(run)):
+            for value in arrays.values():
+                if isinstance(value, np.ndarray):
+                    value.setflags(write=False)
+    return Baseline(key or "", stream, run)
+
+
+class BaselineCache:
+    """Baselines by `baseline_key`, most recently used kept, at most `max_requests` rows in all.
+
+    `simulate` asks it first, so what-ifs, recommendations, sweeps, grading seeds and
+    ablations that vary only the pipeline compute each (traffic, seed) baseline once.
+    """
+
+    def __init__(self, max_requests: int = 1_000_000, max_entries: int = 64):
+        self.max_requests, self.max_entries = max_requests, max_entries
+        self.entries: OrderedDict[str, Baseline] = OrderedDict()
+        self.hits = self.misses = 0
+        self.enabled = True
+
+    def get(self, scenario: Scenario, seed: int = 0, requests: int | None = None, *,
+            progress: bool | None = None, engine: str = "auto") -> Baseline:
+        key = baseline_key(scenario, seed, requests) if self.enabled else None
+        if key is not None and key in self.entries:
+            self.hits += 1
+            self.entries.move_to_end(key)
+            return self.entries[key]
+        self.misses += 1
+        baseline = make_baseline(scenario, seed, requests, progress=progress, key=key, engine=engine)
+        if key is not None and len(baseline.requests) <= self.max_requests:
+            self.entries[key] = baseline
+            while (len(self.entries) > self.max_entries
+                   or sum(len(b.requests) for b in self.entries.values()) > self.max_requests):
+                self.entries.popitem(last=False)
+        return baseline
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.hits = self.misses = 0
+
+    @contextmanager
+    def disabled(self):
+        """Every baseline computed afresh inside the block (to measure what sharing saves)."""
+        self.enabled = False
+        try:
+            yield self
+        finally:
+            self.enabled = True
+
+
+#: the process's shared baselines (each worker of a sweep has its own)
+BASELINES = BaselineCache()
+
+
+def simulate(scenario: Scenario, seed: int = 0, requests: int | None = None, *, progress: bool | None = None,
+             baseline: Baseline | None = None, engine: str = "auto"):
+    """Run `scenario` and its no-optimization baseline on the same request stream.
+
+    `requests` overrides the scenario's size. The same seed gives the same numbers, bit for bit.
+    The baseline (the stream and its stage-free run) comes from `BASELINES` unless one is
+    given; it depends on traffic, providers, size and seed, never on the pipeline.
+    """
+    if baseline is not None and baseline.key and baseline.key != baseline_key(scenario, seed, requests):
+        raise ValueError("simulate: the baseline given was made for other traffic, providers, size or seed")
+    if baseline is None and baseline_key(scenario, seed, requests) is None:
+        # live or replayed calls: the run goes first, as it always has, then its baseline
+        traffic_seed = np.random.SeedSequence(seed).spawn(3)[0]
+        stream = make_requests(scenario, np.random.default_rng(traffic_seed), requests)
+        if len(stream) == 0:
+            raise ScenarioError(scenario.path, "duration_s", "the scenario produced no requests: "
+                                "raise duration_s or the arrival rate")
+        optimized = Simulation(scenario, stream, seed, progress=progress, label="optimized", engine=engine)
+        run = optimized.run_to_end()
+        base_sim = Simulation(scenario, stream, seed, optimized=False, progress=progress, label="baseline",
+                              engine=engine)
+        base = base_sim.run_to_end()
+        base.cost_usd = base_sim.list_price()
+        baseline = Baseline("", stream, base)
+    else:
+        if baseline is None:
+            baseline = BASELINES.get(scenario, seed, requests, progress=progress, engine=engine)
+        optimized = Simulation(scenario, baseline.requests, seed, progress=progress, label="optimized",
+                               engine=engine)
+        run = optimized.run_to_end()
+    stream = baseline.requests
+    return Result(scenario=scenario, seed=seed, requests=stream, run=run, baseline=baseline.run,
                   stages=optimized.stages, providers=optimized.providers)
