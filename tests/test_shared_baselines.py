@@ -7,11 +7,14 @@ are never shared; and nothing a Result's user does to its ledger reaches another
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import lab
 from lab.sim import BASELINES, BaselineCache, baseline_key, make_baseline
+from lab.sweep import _baseline_groups, apply_point, grid_points, scenario_source
 from tests.helpers import scenario
 
 PIPELINES = [[], [{"stage": "cache", "capacity": 50}], [{"stage": "dedup"}, {"stage": "cache", "capacity": 10}]]
@@ -90,3 +93,14 @@ def test_cache_is_bounded():
     tiny.get(_scenario(), seed=0)
     assert not tiny.entries                              # larger than the whole budget: not kept
     assert np.all(tiny.get(_scenario(), seed=0).run.outcome >= 0)
+
+
+def test_sweep_sends_points_sharing_a_baseline_to_one_worker():
+    """Pipeline fields share a baseline; traffic fields do not: one task per (traffic, seed)."""
+    source = scenario_source(str(Path(__file__).resolve().parents[1] / "scenarios" / "support-chatbot.toml"))
+    grid = {"pipeline[cache].capacity": [100, 1000, 10000], "traffic.arrivals.rate_per_s": [10.0, 40.0]}
+    datas = [apply_point(source.data, p) for p in grid_points(source, grid)]
+    groups = _baseline_groups(datas, [0, 1, 2, 3], None, source.path)
+    assert len(groups) == 2 * 4
+    assert sorted(len(ks) for _, ks in groups) == [3] * 8
+    assert sorted(k for _, ks in groups for k in ks) == sorted(list(range(6)) * 4)
