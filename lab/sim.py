@@ -46,8 +46,11 @@ class Simulation:
         self.scenario, self.requests, self.seed, self.engine = scenario, requests, seed, engine
         self.env = simpy.Environment()
         self.run = RunArrays(len(requests))
-        self.run.input_tokens[:] = requests.input_tokens
-        self.run.output_tokens[:] = requests.output_tokens
+        if optimized:
+            self.run.input_tokens[:] = requests.input_tokens
+            self.run.output_tokens[:] = requests.output_tokens
+        else:   # nothing changes what a baseline sends or gets back: the stream's own arrays
+            self.run.input_tokens, self.run.output_tokens = requests.input_tokens, requests.output_tokens
         self.target = np.zeros(len(requests), dtype=np.int8)          # provider a request will go to
         self.retry_after_s = np.zeros(len(requests), dtype=np.float32)  # from a 429, for retry stages
         _, provider_seeds, stage_seeds = np.random.SeedSequence(seed).spawn(3)
@@ -89,7 +92,8 @@ class Simulation:
         as SimPy moves it (`now + delay`), so the run is the reference's event for event
         (tests/test_engines.py) at a fraction of the events.
         """
-        env, times, forward = self.env, self.requests.t_arrival_s.tolist(), self.forward
+        env, forward = self.env, self.forward
+        times = memoryview(np.ascontiguousarray(self.requests.t_arrival_s, dtype=np.float64))   # Python floats
         queue, step, eid = env._queue, env.step, env._eid
         bar = _progress_bar(len(times), self.label) if self.progress else None
         key = (0.0, URGENT, next(eid))    # where the reference's arrival process starts

@@ -362,11 +362,15 @@ def _fits_with_room(bucket: TokenBucket, now_s: np.ndarray, usage: np.ndarray) -
 def _fifo_starts(arrival_s: np.ndarray, service_s: np.ndarray, slots: int) -> np.ndarray:
     """When each request (in arrival order) gets one of `slots` FIFO servers."""
     free_at = [float("-inf")] * slots
-    starts = []
-    append, replace = starts.append, heapq.heapreplace
-    for a, s in zip(arrival_s.tolist(), service_s.tolist()):
-        f = free_at[0]
-        start = a if a >= f else f
-        replace(free_at, start + s)
-        append(start)
-    return np.array(starts, dtype=np.float64)
+    starts = np.empty(len(arrival_s), dtype=np.float64)
+    replace = heapq.heapreplace
+    for lo in range(0, len(arrival_s), 1 << 16):      # in blocks: Python floats for 64k requests at a time
+        block = []
+        append = block.append
+        for a, s in zip(arrival_s[lo:lo + (1 << 16)].tolist(), service_s[lo:lo + (1 << 16)].tolist()):
+            f = free_at[0]
+            start = a if a >= f else f
+            replace(free_at, start + s)
+            append(start)
+        starts[lo:lo + len(block)] = block
+    return starts

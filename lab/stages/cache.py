@@ -81,10 +81,14 @@ def parse(t: Table) -> Config:
     return c
 
 
-def request_keys(requests, shared: bool) -> list[int]:
-    """Each request's cache key: its prompt, plus its tenant unless the cache is shared."""
+def request_keys(requests, shared: bool) -> memoryview:
+    """Each request's cache key: its prompt, plus its tenant unless the cache is shared.
+
+    A memoryview of int64s: indexing it gives a Python int (a fast dict key, as a list's would
+    be) at 8 bytes a request instead of a list's 40.
+    """
     keys = requests.prompt if shared else (requests.prompt << 16) | requests.tenant.astype(np.int64)
-    return keys.tolist()
+    return memoryview(np.ascontiguousarray(keys, dtype=np.int64))
 
 
 class Entry:
@@ -119,8 +123,8 @@ class CacheStage(Stage):
         self._u = 0
         # per-request keys as Python ints, computed once: dict lookups on them are the hot path
         self.keys = request_keys(req, config.shared)
-        self.cacheable = req.cacheable.tolist()
-        self.intents = req.intent.tolist()
+        self.cacheable = memoryview(np.ascontiguousarray(req.cacheable))   # Python bools, no list
+        self.intents = memoryview(np.ascontiguousarray(req.intent, dtype=np.int64))
 
     # -- keys, versions, TTLs ------------------------------------------------------------
 

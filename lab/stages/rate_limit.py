@@ -50,8 +50,8 @@ class RateLimitStage(Stage):
         self.wait_s_total = 0.0
         self.t_queued: dict[int, float] = {}
         req = sim.requests
-        tokens = (req.input_tokens + req.max_tokens).astype(np.float64).tolist() if config.tpm else None
-        # each bucket with what every request draws from it, as Python floats (the hot path)
+        tokens = memoryview((req.input_tokens + req.max_tokens).astype(np.float64)) if config.tpm else None
+        # each bucket with what every request draws from it, read as Python floats (the hot path)
         self.metered = [(b, tokens if kind == "tpm" else None) for b, kind in self.buckets]
 
     def _wait_s(self, i: int) -> float:
