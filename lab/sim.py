@@ -312,6 +312,7 @@ def make_baseline(scenario: Scenario, seed: int = 0, requests: int | None = None
                           label="baseline", engine=engine)
     run = base_sim.run_to_end()
     run.cost_usd = base_sim.list_price()
+    base_sim.providers.clear()   # they point back at the sim: break the cycle so their draws go now, not at a GC
     if key is not None:
         for arrays in (vars(stream), vars(run)):
             for value in arrays.values():
