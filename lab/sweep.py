@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from lab import runs as lab_runs
+import lab.runs as lab_runs
 from lab.config import did_you_mean
 from lab.errors import CostlabError, ScenarioError
 from lab.loader import load_scenario, scenario_from_dict
