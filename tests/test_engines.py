@@ -18,6 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lab
+from lab.buckets import TokenBucket
+from lab.providers.mock import _fits_with_room
 from lab.sim import Simulation, arrival_clock
 from lab.traffic import make_requests
 
@@ -131,3 +133,18 @@ def test_arrival_clock_is_simpys_clock(times):
             now += x - now
         expected.append(now)
     assert arrival_clock(t).tolist() == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=1.0, max_value=1e6), st.integers(min_value=1, max_value=80), st.data())
+def test_rate_limit_screen_never_passes_a_stream_the_bucket_would_refuse(per_minute, n, data):
+    """The vectorized screen may send a stream to the exact walk; it must never wave through a 429."""
+    gaps = data.draw(st.lists(st.floats(min_value=0.0, max_value=120.0), min_size=n, max_size=n))
+    usage = data.draw(st.lists(st.floats(min_value=0.0, max_value=per_minute * 1.2), min_size=n, max_size=n))
+    t, u = np.cumsum(gaps), np.array(usage)
+    if not _fits_with_room(TokenBucket(per_minute), t, u):
+        return
+    bucket = TokenBucket(per_minute)
+    for now, amount in zip(t.tolist(), u.tolist()):
+        assert bucket.wait_s(amount, now) == 0.0
+        bucket.take(amount)
