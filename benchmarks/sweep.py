@@ -3,8 +3,8 @@
 A grid of 3 cache capacities x 2 arrival rates on the support-chatbot scenario, 4 seeds each
 (24 independent runs of --requests requests), on 1 worker and on 2, alternately, --repeat times
 (best of each: the machine's other load only ever slows a run down): local processes by default, or a Dask LocalCluster of 1 and 2 single-threaded worker processes with --dask (cluster
-start-up excluded, it happens once per session). Bar (issue 8): 2 workers at least 1.7x faster
-than 1. Also checks that both give identical numbers. Prints the figures, then one JSON object.
+start-up excluded, it happens once per session). Bars (issue 16): 2 workers at least 1.9x faster
+than 1 on local processes, 1.8x on Dask. Also checks that both give identical numbers. Prints the figures, then one JSON object.
 
     python benchmarks/sweep.py [--requests 20000] [--seeds 4] [--repeat 3] [--dask]
 """
@@ -22,7 +22,7 @@ from lab.sweep import sweep_runs
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "support-chatbot.toml"
 GRID = {"pipeline[cache].capacity": [100, 1000, 10000], "traffic.arrivals.rate_per_s": [10.0, 40.0]}
-BAR_SPEEDUP = 1.7
+BAR_SPEEDUP = {"processes": 1.9, "dask": 1.8}
 
 
 def timed_sweep(seeds: int, requests: int, workers: int, dask: bool):
@@ -58,17 +58,18 @@ def main() -> None:
     one_s, two_s = min(one_times), min(two_times)
     runs = len(one)
     speedup = one_s / two_s
+    bar = BAR_SPEEDUP["dask" if args.dask else "processes"]
     backend = "Dask LocalCluster processes" if args.dask else "local processes (ProcessPoolExecutor)"
     print(f"sweep of {runs} runs x {args.requests:,} requests on {backend}, {os.cpu_count()} cores")
     print(f"  1 worker   {one_s:7.2f} s   (best of {', '.join(f'{t:.2f}' for t in one_times)})")
     print(f"  2 workers  {two_s:7.2f} s   (best of {', '.join(f'{t:.2f}' for t in two_times)})")
-    print(f"  speedup {speedup:.2f}x   (bar >= {BAR_SPEEDUP}x: {'met' if speedup >= BAR_SPEEDUP else 'MISSED'})")
+    print(f"  speedup {speedup:.2f}x   (bar >= {bar}x: {'met' if speedup >= bar else 'MISSED'})")
     print(f"  identical numbers on 1 and 2 workers: {one.equals(two)}")
     print(json.dumps({"benchmark": "sweep", "backend": "dask" if args.dask else "processes", "runs": runs,
                       "requests_per_run": args.requests, "cores": os.cpu_count(), "one_worker_s": one_s,
                       "two_workers_s": two_s, "one_worker_runs_s": one_times,
-                      "two_workers_runs_s": two_times, "speedup": speedup, "bar_speedup": BAR_SPEEDUP,
-                      "meets": speedup >= BAR_SPEEDUP, "identical": bool(one.equals(two))}))
+                      "two_workers_runs_s": two_times, "speedup": speedup, "bar_speedup": bar,
+                      "meets": speedup >= bar, "identical": bool(one.equals(two))}))
 
 
 if __name__ == "__main__":

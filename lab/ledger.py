@@ -57,6 +57,11 @@ class RunArrays:
         return ((self.t_done_s - t_arrival_s) * 1000.0 + self.overhead_ms).astype(np.float32)
 
 
+def _writable(values: np.ndarray) -> np.ndarray:
+    """A shared baseline's arrays are read-only: the ledger gets its own copy, so editing it is safe."""
+    return values if values.flags.writeable else values.copy()
+
+
 def build_ledger(requests, run: RunArrays, baseline: RunArrays, provider_names, model_names,
                  stage_names) -> pd.DataFrame:
     """The per-request DataFrame: contract columns first, then extras and stage flags."""
@@ -70,23 +75,23 @@ def build_ledger(requests, run: RunArrays, baseline: RunArrays, provider_names, 
     model_codes, model_cats = codes(list(model_names) + ["none"])
     cols = {
         "request_id": np.arange(n, dtype=np.int32),
-        "t_arrival_s": requests.t_arrival_s,
-        "tenant": pd.Categorical.from_codes(requests.tenant, categories=list(requests.tenant_names)),
-        "feature": pd.Categorical.from_codes(requests.feature, categories=list(requests.feature_names)),
+        "t_arrival_s": _writable(requests.t_arrival_s),
+        "tenant": pd.Categorical.from_codes(_writable(requests.tenant), categories=list(requests.tenant_names)),
+        "feature": pd.Categorical.from_codes(_writable(requests.feature), categories=list(requests.feature_names)),
         "provider": pd.Categorical.from_codes(prov_codes[prov_idx], categories=prov_cats),
         "model": pd.Categorical.from_codes(model_codes[prov_idx], categories=model_cats),
         "input_tokens": run.input_tokens,
         "cached_input_tokens": run.cached_input_tokens,
         "output_tokens": run.output_tokens,
         "cost_usd": run.cost_usd,
-        "baseline_cost_usd": baseline.cost_usd,
+        "baseline_cost_usd": _writable(baseline.cost_usd),
         "queue_ms": run.queue_ms,
         "service_ms": run.service_ms,
         "latency_ms": run.latency_ms(requests.t_arrival_s),
         "outcome": pd.Categorical.from_codes(run.outcome, categories=list(OUTCOMES)),
         "cache_write_tokens": run.cache_write_tokens,
         "quality": run.quality,
-        "priority": pd.Categorical.from_codes(requests.priority, categories=list(PRIORITIES)),
+        "priority": pd.Categorical.from_codes(_writable(requests.priority), categories=list(PRIORITIES)),
         "attempts": run.attempts,
         "http_status": run.status,
         "overhead_ms": run.overhead_ms,

@@ -9,10 +9,17 @@ order. `simulate` runs the scenario and its no-optimization baseline on the same
 
 from __future__ import annotations
 
+import hashlib
+import os
+import pickle
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import simpy
+from simpy.core import NORMAL, URGENT
 
 from lab.errors import ConfigError, ScenarioError
 from lab.ledger import ERROR, OK, REJECTED, RunArrays
@@ -28,18 +35,24 @@ from lab.stages import Stage, build_stage, stage_labels
 from lab.traffic import Requests, make_requests
 
 PROGRESS_MIN_REQUESTS = 200_000
+ENGINES = ("auto", "simpy")
 
 
 class Simulation:
     """One run of a request stream through a pipeline (empty for the baseline)."""
 
     def __init__(self, scenario: Scenario, requests: Requests, seed: int, *, optimized: bool = True,
-                 progress: bool | None = None, label: str = "run"):
-        self.scenario, self.requests, self.seed = scenario, requests, seed
+                 progress: bool | None = None, label: str = "run", engine: str = "auto"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+        self.scenario, self.requests, self.seed, self.engine = scenario, requests, seed, engine
         self.env = simpy.Environment()
         self.run = RunArrays(len(requests))
-        self.run.input_tokens[:] = requests.input_tokens
-        self.run.output_tokens[:] = requests.output_tokens
+        if optimized:
+            self.run.input_tokens[:] = requests.input_tokens
+            self.run.output_tokens[:] = requests.output_tokens
+        else:   # nothing changes what a baseline sends or gets back: the stream's own arrays
+            self.run.input_tokens, self.run.output_tokens = requests.input_tokens, requests.output_tokens
         self.target = np.zeros(len(requests), dtype=np.int8)          # provider a request will go to
         self.retry_after_s = np.zeros(len(requests), dtype=np.float32)  # from a 429, for retry stages
         _, provider_seeds, stage_seeds = np.random.SeedSequence(seed).spawn(3)
@@ -62,7 +75,7 @@ class Simulation:
     # -- the story ----------------------------------------------------------------
 
     def arrivals(self):
-        """Hand each request to the pipeline at its arrival time."""
+        """Hand each request to the pipeline at its arrival time (the reference: a Timeout per gap)."""
         env, times, forward = self.env, self.requests.t_arrival_s, self.forward
         bar = _progress_bar(len(times), self.label) if self.progress else None
         for i in range(len(times)):
@@ -74,6 +87,37 @@ class Simulation:
                 bar.update(min(0x10000, len(times) - i))
         if bar is not None:
             bar.close()
+
+    def drive(self) -> None:
+        """Run the whole stream: arrivals merged into SimPy's event loop, no Timeout per arrival.
+
+        Each arrival takes the place in the event order its `arrivals` Timeout would have had
+        (same time, priority and a fresh event id taken at the same moment), and the clock moves
+        as SimPy moves it (`now + delay`), so the run is the reference's event for event
+        (tests/test_engines.py) at a fraction of the events.
+        """
+        env, forward = self.env, self.forward
+        times = memoryview(np.ascontiguousarray(self.requests.t_arrival_s, dtype=np.float64))   # Python floats
+        queue, step, eid = env._queue, env.step, env._eid
+        bar = _progress_bar(len(times), self.label) if self.progress else None
+        key = (0.0, URGENT, next(eid))    # where the reference's arrival process starts
+        while queue and queue[0] < key:
+            step()
+        now = env._now = 0.0
+        for i, t in enumerate(times):
+            delay = t - now
+            if delay > 0:
+                now += delay
+                key = (now, NORMAL, next(eid))
+                while queue and queue[0] < key:
+                    step()
+                env._now = now
+            forward(i, 0)
+            if bar is not None and not i & 0xFFFF:
+                bar.update(min(0x10000, len(times) - i))
+        if bar is not None:
+            bar.close()
+        env.run()
 
     def forward(self, i: int, first_stage: int) -> None:
         """Offer request i to the stages from `first_stage` on; what none takes goes to a provider."""
@@ -186,8 +230,14 @@ class Simulation:
                 hook(i, provider)
 
     def run_to_end(self) -> RunArrays:
-        self.env.process(self.arrivals())
-        self.env.run()
+        if self.engine == "simpy":
+            self.env.process(self.arrivals())
+            self.env.run()
+        elif not self.stages and isinstance(self.providers[0], MockProvider):
+            # nothing between arrival and provider: the same FIFO story needs no events
+            self.providers[0].serve_stream(arrival_clock(self.requests.t_arrival_s))
+        else:
+            self.drive()
         unfinished = int((self.run.outcome < 0).sum())
         if unfinished:  # every request must end somewhere; anything else is a stage bug
             raise RuntimeError(f"{unfinished} requests never finished in {self.label}")
@@ -257,6 +307,35 @@ def route_matches(route, req) -> np.ndarray:
     return keep
 
 
+def arrival_clock(t_arrival_s: np.ndarray) -> np.ndarray:
+    """SimPy's clock at each arrival: `now + (t - now)`, which is `t` save for a rare last bit.
+
+    Vectorized on the assumption that the clock equals the previous arrival time; where that
+    gives anything but `t`, the clock is walked one arrival at a time until it agrees again.
+    """
+    t = np.asarray(t_arrival_s, dtype=np.float64)
+    if not len(t):
+        return t.copy()
+    prev = np.concatenate(([0.0], t[:-1]))
+    gap = t - prev
+    clock = np.where(gap > 0, prev + gap, prev)
+    k, n = 0, len(t)
+    for j in np.flatnonzero(clock != t).tolist():
+        if j < k:
+            continue
+        now = float(clock[j - 1]) if j else 0.0
+        k = j
+        while k < n:
+            delay = float(t[k]) - now
+            if delay > 0:
+                now += delay
+            clock[k] = now
+            k += 1
+            if now == t[k - 1]:
+                break
+    return clock
+
+
 def _progress_bar(total: int, label: str):
     from tqdm.auto import (
         tqdm,  # tqdm.auto probes for Jupyter widgets (ipywidgets) at import: only for long runs
@@ -280,23 +359,135 @@ def _checked_arguments(scenario, seed, requests) -> tuple[Scenario, int, int | N
     return scenario, int(seed), None if requests is None else int(requests)
 
 
-def simulate(scenario: Scenario, seed: int = 0, requests: int | None = None, *, progress: bool | None = None):
-    """Run `scenario` and its no-optimization baseline on the same request stream.
+@dataclass(frozen=True)
+class Baseline:
+    """A request stream and its no-optimization run: what every pipeline on that traffic shares.
 
-    `requests` overrides the scenario's size (a whole number >= 1); `seed` is a whole number >= 0;
-    a path (str or Path) is loaded with `load_scenario` first. The same seed gives the same
-    numbers, bit for bit.
+    `key` names what it depends on (traffic, providers, size, seed; not the pipeline, name or
+    SLA). Its arrays are read-only, so Results that share it cannot change each other's.
     """
-    scenario, seed, requests = _checked_arguments(scenario, seed, requests)
+
+    key: str
+    requests: Requests
+    run: RunArrays
+
+
+def baseline_key(scenario: Scenario, seed: int, requests: int | None) -> str | None:
+    """A hash of what a baseline depends on, or None when it must not be shared.
+
+    Live and replayed providers are never shared: their calls are real (or recorded) and a
+    run and its baseline share one spend cap. A trace's size and modification time are part
+    of the key, so an edited trace is read again.
+    """
+    if any(p.kind != "mock" for p in scenario.providers):
+        return None
+    trace = scenario.traffic.arrivals.path
+    stat = os.stat(trace) if trace and os.path.exists(trace) else None
+    facts = (scenario.traffic, scenario.providers, scenario.duration_s, scenario.requests, requests, seed,
+             scenario.path, (stat.st_size, stat.st_mtime_ns) if stat else None)
+    return hashlib.sha256(pickle.dumps(facts, protocol=5)).hexdigest()
+
+
+def make_baseline(scenario: Scenario, seed: int = 0, requests: int | None = None, *,
+                  progress: bool | None = None, key: str | None = None, engine: str = "auto") -> Baseline:
+    """Draw the stream for (scenario, seed) and run it with no stages, priced at list price."""
     traffic_seed = np.random.SeedSequence(seed).spawn(3)[0]
     stream = make_requests(scenario, np.random.default_rng(traffic_seed), requests)
     if len(stream) == 0:
         raise ScenarioError(scenario.path, "duration_s", "the scenario produced no requests: "
                             "raise duration_s or the arrival rate")
-    optimized = Simulation(scenario, stream, seed, progress=progress, label="optimized")
-    run = optimized.run_to_end()
-    base_sim = Simulation(scenario, stream, seed, optimized=False, progress=progress, label="baseline")
-    baseline = base_sim.run_to_end()
-    baseline.cost_usd = base_sim.list_price()
-    return Result(scenario=scenario, seed=seed, requests=stream, run=run, baseline=baseline,
+    base_sim = Simulation(scenario.replace(pipeline=()), stream, seed, optimized=False, progress=progress,
+                          label="baseline", engine=engine)
+    run = base_sim.run_to_end()
+    run.cost_usd = base_sim.list_price()
+    base_sim.providers.clear()   # they point back at the sim: break the cycle so their draws go now, not at a GC
+    if key is not None:
+        for arrays in (vars(stream), vars(run)):
+            for value in arrays.values():
+                if isinstance(value, np.ndarray):
+                    value.setflags(write=False)
+    return Baseline(key or "", stream, run)
+
+
+class BaselineCache:
+    """Baselines by `baseline_key`, most recently used kept, at most `max_requests` rows in all.
+
+    `simulate` asks it first, so what-ifs, recommendations, sweeps, grading seeds and
+    ablations that vary only the pipeline compute each (traffic, seed) baseline once.
+    """
+
+    def __init__(self, max_requests: int = 1_000_000, max_entries: int = 64):
+        self.max_requests, self.max_entries = max_requests, max_entries
+        self.entries: OrderedDict[str, Baseline] = OrderedDict()
+        self.hits = self.misses = 0
+        self.enabled = True
+
+    def get(self, scenario: Scenario, seed: int = 0, requests: int | None = None, *,
+            progress: bool | None = None, engine: str = "auto") -> Baseline:
+        key = baseline_key(scenario, seed, requests) if self.enabled else None
+        if key is not None and key in self.entries:
+            self.hits += 1
+            self.entries.move_to_end(key)
+            return self.entries[key]
+        self.misses += 1
+        baseline = make_baseline(scenario, seed, requests, progress=progress, key=key, engine=engine)
+        if key is not None and len(baseline.requests) <= self.max_requests:
+            self.entries[key] = baseline
+            while (len(self.entries) > self.max_entries
+                   or sum(len(b.requests) for b in self.entries.values()) > self.max_requests):
+                self.entries.popitem(last=False)
+        return baseline
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.hits = self.misses = 0
+
+    @contextmanager
+    def disabled(self):
+        """Every baseline computed afresh inside the block (to measure what sharing saves)."""
+        self.enabled = False
+        try:
+            yield self
+        finally:
+            self.enabled = True
+
+
+#: the process's shared baselines (each worker of a sweep has its own)
+BASELINES = BaselineCache()
+
+
+def simulate(scenario: Scenario, seed: int = 0, requests: int | None = None, *, progress: bool | None = None,
+             baseline: Baseline | None = None, engine: str = "auto"):
+    """Run `scenario` and its no-optimization baseline on the same request stream.
+
+    `requests` overrides the scenario's size. The same seed gives the same numbers, bit for bit.
+    The baseline (the stream and its stage-free run) comes from `BASELINES` unless one is
+    given; it depends on traffic, providers, size and seed, never on the pipeline. `requests` is a
+    whole number >= 1, `seed` a whole number >= 0; a path (str or Path) is loaded first.
+    """
+    scenario, seed, requests = _checked_arguments(scenario, seed, requests)
+    if baseline is not None and baseline.key and baseline.key != baseline_key(scenario, seed, requests):
+        raise ValueError("simulate: the baseline given was made for other traffic, providers, size or seed")
+    if baseline is None and baseline_key(scenario, seed, requests) is None:
+        # live or replayed calls: the run goes first, as it always has, then its baseline
+        traffic_seed = np.random.SeedSequence(seed).spawn(3)[0]
+        stream = make_requests(scenario, np.random.default_rng(traffic_seed), requests)
+        if len(stream) == 0:
+            raise ScenarioError(scenario.path, "duration_s", "the scenario produced no requests: "
+                                "raise duration_s or the arrival rate")
+        optimized = Simulation(scenario, stream, seed, progress=progress, label="optimized", engine=engine)
+        run = optimized.run_to_end()
+        base_sim = Simulation(scenario, stream, seed, optimized=False, progress=progress, label="baseline",
+                              engine=engine)
+        base = base_sim.run_to_end()
+        base.cost_usd = base_sim.list_price()
+        baseline = Baseline("", stream, base)
+    else:
+        if baseline is None:
+            baseline = BASELINES.get(scenario, seed, requests, progress=progress, engine=engine)
+        optimized = Simulation(scenario, baseline.requests, seed, progress=progress, label="optimized",
+                               engine=engine)
+        run = optimized.run_to_end()
+    stream = baseline.requests
+    return Result(scenario=scenario, seed=seed, requests=stream, run=run, baseline=baseline.run,
                   stages=optimized.stages, providers=optimized.providers, requested=requests)

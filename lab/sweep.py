@@ -37,6 +37,7 @@ from lab.config import did_you_mean
 from lab.errors import CostlabError, ScenarioError
 from lab.loader import load_scenario, scenario_from_dict
 from lab.scenario import Scenario
+from lab.sim import baseline_key
 
 DEFAULT_SEEDS = 5
 CI_LEVEL = 0.95
@@ -258,6 +259,28 @@ def run_point(scenario: dict | str, seed: int, requests: int | None = None, path
         raise SweepError(f"seed {seed}: {exc}") from None
 
 
+def run_points(scenarios: list, seed: int, requests: int | None = None, path: str = "<sweep>") -> list[dict]:
+    """`run_point` for several grid points on one seed, in one worker: points that differ only in
+    their pipeline share one request stream and baseline there (`lab.sim.BASELINES`)."""
+    return [run_point(scenario, seed, requests, path) for scenario in scenarios]
+
+
+def _baseline_groups(datas: list, seeds: list, requests: int | None, path: str) -> list[tuple[int, list[int]]]:
+    """(seed, grid point indices) with one baseline each: same traffic, providers and size."""
+    groups: dict[tuple, list[int]] = {}
+    keys = []
+    for k, data in enumerate(datas):
+        try:
+            key = baseline_key(scenario_from_dict(copy.deepcopy(data), path=path), 0, requests)
+        except CostlabError:
+            key = None                  # the worker reports it, with its seed
+        keys.append(key if key is not None else ("point", k))
+    for seed in seeds:
+        for k, key in enumerate(keys):
+            groups.setdefault((key, seed), []).append(k)
+    return [(seed, ks) for (_, seed), ks in groups.items()]
+
+
 def metrics_of(summary: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """The numeric fields of a summary, flattened to dotted names (`latency_ms.p95`, `by_stage.cache.hits`)."""
     out: dict[str, float] = {}
@@ -318,17 +341,20 @@ def sweep_runs(scenario, grid: Mapping[str, Any], seeds=DEFAULT_SEEDS, client=No
     points = grid_points(source, grid)
     datas = [apply_point(source.data, p) for p in points]
     tasks = [(k, seed) for k in range(len(points)) for seed in seed_list]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    groups = _baseline_groups(datas, seed_list, requests, source.path)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(groups)))
     pool = _Pool(client, workers)
     futures = {}
     summaries: dict[tuple[int, int], dict] = {}
     try:
-        for k, seed in tasks:
-            futures[pool.submit(run_point, datas[k], seed, requests, source.path)] = (k, seed)
+        for seed, ks in groups:
+            futures[pool.submit(run_points, [datas[k] for k in ks], seed, requests, source.path)] = (seed, ks)
         with tqdm(total=len(tasks), desc=f"sweep {source.name}", unit="run", disable=not progress) as bar:
             for future in pool.as_completed(list(futures)):
-                summaries[futures[future]] = future.result()
-                bar.update(1)
+                seed, ks = futures[future]
+                for k, summary in zip(ks, future.result()):
+                    summaries[k, seed] = summary
+                bar.update(len(ks))
     finally:
         pool.close(list(futures))
     rows = []

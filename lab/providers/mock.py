@@ -18,17 +18,36 @@ baseline see the same numbers for the same request.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from heapq import heappush
 
 import numpy as np
 
 from lab.buckets import TokenBucket
 from lab.ledger import ERROR, OK
 from lab.models import model_info
+from lab.quality import quality_curve
 from lab.scenario import Provider
 
 #: the status an overloaded provider answers with during an outage
 OUTAGE_STATUS = {"openai": 503, "anthropic": 529, "google": 503}
+#: SimPy's priority of a Timeout (simpy.core.NORMAL)
+NORMAL = 1
+
+
+class _Done:
+    """A completion on SimPy's queue: all `Environment.step` reads of an event, and no more.
+
+    Scheduled exactly as `env.timeout(delay, value)` would be (same time, priority and event
+    id), so the event order is SimPy's; it skips the Timeout's construction on the hot path.
+    """
+
+    __slots__ = ("callbacks", "value")
+    _ok = True
+
+    def __init__(self, value, callback):
+        self.value, self.callbacks = value, [callback]
 
 
 class MockProvider:
@@ -58,6 +77,11 @@ class MockProvider:
         self.buckets = [(TokenBucket(v), kind) for kind, v in limits.items() if v]
         self.retry_rng = np.random.default_rng(rng.integers(1 << 62))  # fresh draws for retried attempts
         self.calls = self.rate_limited = 0
+        self._queue, self._eid = self.env._queue, self.env._eid
+
+    def _after(self, delay_s: float, value, callback) -> None:
+        """`env.timeout(delay_s, value).callbacks.append(callback)`, without the Timeout."""
+        heappush(self._queue, (self.env._now + delay_s, NORMAL, next(self._eid), _Done(value, callback)))
 
     def _draw_service_s(self, rng, output_tokens: np.ndarray) -> np.ndarray:
         cfg, n = self.config, len(output_tokens)
@@ -164,7 +188,7 @@ class MockProvider:
             self.sim.on_start(i, self)
             run.status[i] = self._status(i)
             run.service_ms[i] += service_s * 1000.0
-        self.env.timeout(service_s, members).callbacks.append(self._finished)
+        self._after(service_s, members, self._finished)
 
     def _serve(self, i) -> None:
         self.calls += 1
@@ -172,7 +196,7 @@ class MockProvider:
             self._serve_batch(i)
             return
         if i < 0:  # background fetch: occupies a slot, writes nothing to the ledger row
-            self.env.timeout(self.service_s[-1 - i], i).callbacks.append(self._finished)
+            self._after(self.service_s[-1 - i], i, self._finished)
             return
         run, now = self.sim.run, self.env.now
         run.queue_ms[i] += (now - run.t_dispatch_s[i]) * 1000.0
@@ -184,7 +208,7 @@ class MockProvider:
         if self.config.error_latency_ms and status != 200:
             service_s = min(self.config.error_latency_ms / 1000.0, service_s)
         run.service_ms[i] += service_s * 1000.0
-        self.env.timeout(service_s, i).callbacks.append(self._finished)
+        self._after(service_s, i, self._finished)
 
     def _status(self, i: int) -> int:
         """200, or the failure this attempt meets: the first attempt uses the shared draws."""
@@ -218,8 +242,139 @@ class MockProvider:
         delay_s = self.config.error_latency_ms / 1000.0
         self.sim.run.service_ms[i] += delay_s * 1000.0
         self.sim.retry_after_s[i] = retry_after_s
-        self.env.timeout(delay_s, (i, status)).callbacks.append(self._refused)
+        self._after(delay_s, (i, status), self._refused)
 
     def _refused(self, event) -> None:
         i, status = event.value
         self.sim.complete(i, ERROR, status)
+
+    # -- a whole stream with no stages in front: the same FIFO story without SimPy ------------
+
+    def serve_stream(self, now_s: np.ndarray) -> None:
+        """Serve every request of the stream, arriving at `now_s`, with no stage in front.
+
+        The stage-free run (the baseline) needs no events: refusals (outages, flex sheds,
+        rate limits) depend only on arrival order, and a FIFO c-server queue is the recursion
+        start = max(arrival, earliest free slot). Every float is computed as the SimPy path
+        computes it (`now_s` is SimPy's clock at each arrival), so the ledger is the same bit
+        for bit (tests/providers/test_fast_baseline.py); `Simulation(engine="simpy")` keeps
+        the event-by-event reference.
+        """
+        run, cfg = self.sim.run, self.config
+        n = len(now_s)
+        run.provider[:] = self.index
+        run.t_dispatch_s[:] = now_s
+        run.attempts[:] = 1
+        run.provider_calls += n                                   # one call a request, refused ones too
+        status = np.full(n, 200, dtype=np.int16)
+        refused = np.zeros(n, dtype=bool)
+        if self.outages:
+            down = np.zeros(n, dtype=bool)
+            for start, end in self.outages:
+                down |= (start <= now_s) & (now_s < end)
+            status[down] = self.outage_status
+            refused |= down
+        if self.shed is not None:
+            shed = self.shed & ~refused
+            status[shed] = 429
+            self.sim.retry_after_s[shed] = 1.0
+            refused |= shed
+        if self.buckets:
+            over = self._limit_stream(now_s, ~refused)
+            status[over] = 429
+            refused |= over
+            self.rate_limited = int(over.sum())
+        error_delay_s = cfg.error_latency_ms / 1000.0
+        run.service_ms[refused] = error_delay_s * 1000.0
+        run.t_done_s[refused] = now_s[refused] + error_delay_s
+
+        served = np.flatnonzero(~refused)
+        self.calls = len(served)
+        if self.bad is not None:
+            status[served[self.bad[served]]] = 400
+        if self.fails is not None:
+            status[served[self.fails[served] & (status[served] == 200)]] = 500
+        service_s = self.service_s[served]
+        if cfg.error_latency_ms:
+            failed = status[served] != 200
+            service_s = np.where(failed, np.minimum(error_delay_s, service_s), service_s)
+        arrival_s = now_s[served]
+        start_s = _fifo_starts(arrival_s, service_s, cfg.concurrency)
+        run.queue_ms[served] = (start_s - arrival_s) * 1000.0
+        run.service_ms[served] = service_s * 1000.0
+        run.t_done_s[served] = start_s + service_s
+        run.status[:] = status
+        run.outcome[:] = np.where(status == 200, OK, ERROR)
+        quality_model = self.sim.quality_model
+        if quality_model is not None:
+            ok = np.flatnonzero(status == 200)
+            run.quality[ok] = quality_curve(self.info.quality, quality_model.difficulty[ok])
+
+    def _limit_stream(self, now_s: np.ndarray, reaching: np.ndarray) -> np.ndarray:
+        """Which of the requests reaching the limits get a 429 (their Retry-After into the sim).
+
+        A vectorized screen first: if every request fits with room to spare when all take their
+        share, no 429 happens and the buckets' own float steps cannot decide otherwise. Only a
+        stream that comes close to a limit walks the buckets request by request, as submit does.
+        """
+        idx = np.flatnonzero(reaching)
+        usage = {kind: self._usage_array(kind, idx) for _, kind in self.buckets}
+        if all(_fits_with_room(b, now_s[idx], usage[kind]) for b, kind in self.buckets):
+            for bucket, kind in self.buckets:
+                bucket.take(float(usage[kind].sum()))   # not read again; kept for the record
+            return np.zeros(len(now_s), dtype=bool)
+        over = np.zeros(len(now_s), dtype=bool)
+        retry_after_s = self.sim.retry_after_s
+        buckets = [(b, usage[kind].tolist()) for b, kind in self.buckets]
+        for k, (i, now) in enumerate(zip(idx.tolist(), now_s[idx].tolist())):
+            wait = max(b.wait_s(u[k], now) for b, u in buckets)
+            if wait == 0.0:
+                for b, u in buckets:
+                    b.take(u[k])
+            else:
+                over[i] = True
+                retry_after_s[i] = wait
+        return over
+
+    def _usage_array(self, kind: str, idx: np.ndarray) -> np.ndarray:
+        """`_usage` for many requests at once (float64, as `_usage` returns)."""
+        run, req = self.sim.run, self.sim.requests
+        if kind == "rpm":
+            return np.ones(len(idx))
+        if kind == "itpm":
+            return run.input_tokens[idx].astype(np.float64)
+        if kind == "otpm":
+            return req.max_tokens[idx].astype(np.float64)
+        return (run.input_tokens[idx] + req.max_tokens[idx]).astype(np.float64)
+
+
+def _fits_with_room(bucket: TokenBucket, now_s: np.ndarray, usage: np.ndarray) -> bool:
+    """True if every request fits `bucket` when all of them take, with a margin for float dust.
+
+    With every request taking, the level before request i is C + Y_i - max_{k<=i} Y_k, where
+    Y = rate * t - demand before i (the bucket refilled to its cap at the k of that maximum).
+    """
+    if not len(usage):
+        return True
+    demand_before = np.concatenate(([0.0], np.cumsum(usage)[:-1]))
+    y = bucket.rate_per_s * now_s - demand_before
+    level = bucket.capacity + y - np.maximum.accumulate(y)
+    margin = 1e-6 * (bucket.capacity + float(usage.sum()))
+    return bool((usage <= level - margin).all())
+
+
+def _fifo_starts(arrival_s: np.ndarray, service_s: np.ndarray, slots: int) -> np.ndarray:
+    """When each request (in arrival order) gets one of `slots` FIFO servers."""
+    free_at = [float("-inf")] * slots
+    starts = np.empty(len(arrival_s), dtype=np.float64)
+    replace = heapq.heapreplace
+    for lo in range(0, len(arrival_s), 1 << 16):      # in blocks: Python floats for 64k requests at a time
+        block = []
+        append = block.append
+        for a, s in zip(arrival_s[lo:lo + (1 << 16)].tolist(), service_s[lo:lo + (1 << 16)].tolist()):
+            f = free_at[0]
+            start = a if a >= f else f
+            replace(free_at, start + s)
+            append(start)
+        starts[lo:lo + len(block)] = block
+    return starts

@@ -86,10 +86,14 @@ def parse(t: Table) -> Config:
     return c
 
 
-def request_keys(requests, shared: bool) -> list[int]:
-    """Each request's cache key: its prompt, plus its tenant unless the cache is shared."""
+def request_keys(requests, shared: bool) -> memoryview:
+    """Each request's cache key: its prompt, plus its tenant unless the cache is shared.
+
+    A memoryview of int64s: indexing it gives a Python int (a fast dict key, as a list's would
+    be) at 8 bytes a request instead of a list's 40.
+    """
     keys = requests.prompt if shared else (requests.prompt << 16) | requests.tenant.astype(np.int64)
-    return keys.tolist()
+    return memoryview(np.ascontiguousarray(keys, dtype=np.int64))
 
 
 class Entry:
@@ -124,7 +128,8 @@ class CacheStage(Stage):
         self._u = 0
         # per-request keys as Python ints, computed once: dict lookups on them are the hot path
         self.keys = request_keys(req, config.shared)
-        self.cacheable = req.cacheable.tolist()
+        self.cacheable = memoryview(np.ascontiguousarray(req.cacheable))   # Python bools, no list
+        self.intents = memoryview(np.ascontiguousarray(req.intent, dtype=np.int64))
 
     # -- keys, versions, TTLs ------------------------------------------------------------
 
@@ -132,7 +137,7 @@ class CacheStage(Stage):
         return self.keys[i]
 
     def intent_of(self, i: int) -> int:
-        return int(self.sim.requests.intent[i])
+        return self.intents[i]
 
     def catch_up(self, now: float) -> None:
         """Apply the data updates that happened up to now (lazily: checked on lookup)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from lab.config import Table
 from lab.ledger import DEDUPLICATED, OK
 from lab.stages._singleflight import SingleFlight
@@ -42,7 +44,7 @@ class DedupStage(Stage):
         self.recent: dict[int, float] = {}            # key -> when its last answer completed
         self.leaders = self.followers = self.window_hits = 0
         self.keys = request_keys(sim.requests, config.shared)
-        self.cacheable = sim.requests.cacheable.tolist()
+        self.cacheable = memoryview(np.ascontiguousarray(sim.requests.cacheable))   # Python bools, no list
 
     def key(self, i: int) -> int:
         return self.keys[i]

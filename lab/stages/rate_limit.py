@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
+
 from lab.buckets import TokenBucket
 from lab.config import Table
 from lab.ledger import REJECTED
@@ -57,18 +59,18 @@ class RateLimitStage(Stage):
         self.rejected = [0] * len(PRIORITIES)
         self.wait_s_total = 0.0
         self.t_queued: dict[int, float] = {}
-
-    def _amount(self, i: int, kind: str) -> float:
-        req = self.sim.requests
-        return 1.0 if kind == "rpm" else float(req.input_tokens[i] + req.max_tokens[i])
+        req = sim.requests
+        tokens = memoryview((req.input_tokens + req.max_tokens).astype(np.float64)) if config.tpm else None
+        # each bucket with what every request draws from it, read as Python floats (the hot path)
+        self.metered = [(b, tokens if kind == "tpm" else None) for b, kind in self.buckets]
 
     def _wait_s(self, i: int) -> float:
         now = self.sim.env.now
-        return max(b.wait_s(self._amount(i, kind), now) for b, kind in self.buckets)
+        return max(b.wait_s(1.0 if amounts is None else amounts[i], now) for b, amounts in self.metered)
 
     def _take(self, i: int) -> None:
-        for b, kind in self.buckets:
-            b.take(self._amount(i, kind))
+        for b, amounts in self.metered:
+            b.take(1.0 if amounts is None else amounts[i])
 
     def on_request(self, i: int) -> bool:
         waiting = any(self.lines)
