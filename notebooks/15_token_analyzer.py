@@ -63,7 +63,12 @@ plots.tokens_by_part(report)
 # caching, trimming history, capping answers or a cheaper model?
 
 # %%
-report.suggestions_table()[["action", "saving_pct", "calls_affected", "assumption"]].round(1)
+suggestions = report.suggestions_table()
+suggestions[["action", "saving_pct", "calls_affected", "assumption"]].round(1)
+
+# %%
+plots.bars(suggestions.set_index("action"), "saving_pct", title="The analyzer's suggestions: estimated saving (%)",
+           ylabel="saving (%)", fmt="{:.1f}")
 
 # %%
 report

@@ -17,7 +17,10 @@ BASE = {
 def scenario(pipeline=(), requests=1000, **overrides):
     """A scenario dict merged with overrides (top-level keys replace, `traffic` merges)."""
     data = copy.deepcopy(BASE)
-    data["requests"] = requests
+    if requests is None:
+        data.pop("requests", None)           # None: the scenario's own duration (a dict key set to None is an error)
+    else:
+        data["requests"] = requests
     traffic = overrides.pop("traffic", {})
     data["traffic"].update(traffic)
     data.update(overrides)

@@ -3,33 +3,53 @@
 `serve` runs in the foreground; `learner add|list|revoke` and `usage` work on the store
 the config names (`--config gateway.toml`, or `--store PATH|postgresql://...`), so an
 instructor can add a learner while the gateway runs.
+
+`lab.gateway` needs the `gateway` extra (Starlette, uvicorn, httpx, prometheus-client), so each
+command imports it when it runs: `costlab --help` and the other commands work without it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import sys
+from typing import TYPE_CHECKING
 
 from lab.cli.table import print_table
 from lab.errors import ConfigError
 from lab.fmt import usd
-from lab.gateway import GatewayStore, load_config, serve
 from lab.ledger import write_ledger
+
+if TYPE_CHECKING:
+    from lab.gateway import GatewayStore
+
+GATEWAY_EXTRA = ("starlette", "uvicorn", "httpx", "prometheus_client")
+
+
+def _gateway():
+    """`lab.gateway`, or one line saying which extra to install (instead of a traceback)."""
+    missing = [m for m in GATEWAY_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"the gateway commands need the gateway extra (pip install 'costlab[gateway]'); "
+                          f"missing: {', '.join(missing)}")
+    import lab.gateway  # the gateway extra (see the module docstring)
+
+    return lab.gateway
 
 DEFAULT_CONFIG = "gateway.toml"
 
 
 def _store(args) -> GatewayStore:
     if getattr(args, "store", None):
-        return GatewayStore(args.store)
-    return GatewayStore(load_config(args.config).store)
+        return _gateway().GatewayStore(args.store)
+    return _gateway().GatewayStore(_gateway().load_config(args.config).store)
 
 
 def _defaults(args):
     """The [learners] defaults of the config, if there is one to read."""
     if getattr(args, "store", None):
         return None
-    return load_config(args.config).learner_defaults
+    return _gateway().load_config(args.config).learner_defaults
 
 
 def _cap(x) -> str:
@@ -37,10 +57,10 @@ def _cap(x) -> str:
 
 
 def cmd_serve(args) -> int:
-    config = load_config(args.config)
+    config = _gateway().load_config(args.config)
     if args.port is not None:
         config = type(config)(**{**config.__dict__, "port": args.port})
-    serve(config)
+    _gateway().serve(config)
     return 0
 
 
