@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -77,12 +78,24 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+    """Stop a server and what it started: its whole process group when it leads one
+    (`costlab playground` runs Voilà as a child, which would outlive its parent)."""
+    leads_group = proc.poll() is None and os.getpgid(proc.pid) == proc.pid
+
+    def send(sig) -> None:
+        try:
+            os.killpg(proc.pid, sig) if leads_group else proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    send(signal.SIGTERM)
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        send(signal.SIGKILL)
         proc.wait(timeout=5)
+    if leads_group:
+        send(signal.SIGKILL)       # whatever of the group is still shutting down
 
 
 def _env(tmp: Path) -> dict:
