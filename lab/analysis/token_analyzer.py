@@ -35,6 +35,7 @@ from lab.errors import ConfigError
 from lab.models import _table as model_table
 from lab.pricing import model_prices
 from lab.provider_rules import cache_rules
+from lab.tokens import count_messages, encoding_name_for_model, get_encoding, provider_for_model
 
 PARTS = ("system", "history", "user", "tools", "framing", "output")
 SYSTEM_ROLES = ("system", "developer")
@@ -153,9 +154,6 @@ class TokenReport:
 
 
 def _count_call(call: dict, k: int, default_model: str, default_provider: str | None) -> dict:
-    # lab.tokens loads tiktoken (and its encodings): only counting real calls needs it
-    from lab.tokens import count_messages, encoding_name_for_model, get_encoding, provider_for_model
-
     model = call.get("model", default_model)
     provider = call.get("provider") or default_provider or provider_for_model(model)
     enc = get_encoding(encoding_name_for_model(model))

@@ -15,7 +15,7 @@ from lab.errors import ConfigError
 from lab.live import Session
 from lab.pricing import model_prices
 from lab.providers.sdk import Chat
-from lab.tokens import deterministic_text
+from lab.tokens import count_tokens, deterministic_text
 
 #: models of the three providers that lesson 01 compares (provider/model as genai-prices names them)
 LESSON_MODELS = ("openai/gpt-4o-mini", "openai/gpt-4.1", "anthropic/claude-haiku-4-5",
@@ -72,8 +72,6 @@ def call_costs(input_tokens: int, output_tokens: int, cached_input_tokens: int =
 
 def token_counts(texts: Mapping[str, str], model: str = "gpt-4o-mini") -> pd.DataFrame:
     """Tokens, characters and characters per token of each text (tiktoken, offline)."""
-    from lab.tokens import count_tokens  # tiktoken: loaded only when a lesson counts tokens
-
     rows = {}
     for label, text in texts.items():
         n = count_tokens(text, model)
