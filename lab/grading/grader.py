@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -211,7 +212,7 @@ class Grader:
     def __init__(self, challenge: Challenge | str, *, private_dir: str | Path | None = None,
                  db: str | Path | Leaderboard | None = None, limits: Limits | None = None,
                  isolation: str = "auto", daily_limit: int | None = None, keep_scratch: bool = False,
-                 record: bool = True, hide: tuple = ()):
+                 record: bool = True, hide: tuple = (), clock=None):
         self.challenge = challenge if isinstance(challenge, Challenge) else load_challenge(challenge)
         self.private = PrivateDir.locate(private_dir)
         self.private.ensure_outside(challenges_root().parent, self.challenge.folder)
@@ -225,6 +226,8 @@ class Grader:
         self.daily_limit = self.challenge.daily_submissions if daily_limit is None else daily_limit
         self.keep_scratch = keep_scratch
         self.hide = tuple(str(h) for h in hide)      # more folders notebooks must not see (all submissions)
+        # when a submission arrives (an aware datetime): its UTC day is the one the daily limit counts
+        self.clock = clock or (lambda: datetime.now(UTC))
         self._check_secrets_hideable()
 
     def secret_folders(self) -> list[str]:
@@ -263,13 +266,14 @@ class Grader:
     def grade(self, submission: str | Path, student: str, *, output: str | Path | None = None,
               json_path: str | Path | None = None) -> GradeResult:
         start = time.perf_counter()
+        self._submitted_at = self.clock()       # one instant: the day checked is the day recorded
         ch = self.challenge
         student = normalize_learner(student)
         submission = Path(submission)
         base = GradeResult(status="graded", challenge=ch.id, student=student, score=0.0, constraints_met=False,
                            passed=False, reason="")
         if self.store is not None and self.daily_limit:
-            used = self.store.submissions_today(ch.id, student)
+            used = self.store.submissions_today(ch.id, student, now=self._submitted_at)
             if used >= self.daily_limit:
                 base.status = "rejected"
                 base.reason = (f"daily limit reached: {used} of {self.daily_limit} submissions for {ch.id} "
@@ -376,7 +380,8 @@ class Grader:
             sub = Submission(challenge=result.challenge, student=result.student, score=result.score,
                              constraints_met=result.constraints_met, passed=result.passed, reason=result.reason,
                              metrics=result.metrics, badges=result.badges, public_score=result.public.get("score", 0.0),
-                             notebook_sha256=result.notebook_sha256, grading_s=time.perf_counter() - start)
+                             notebook_sha256=result.notebook_sha256, grading_s=time.perf_counter() - start,
+                             submitted_at=self._submitted_at)
             try:
                 self.store.record(sub, daily_limit=self.daily_limit)
                 result.submission_id = sub.submission_id

@@ -13,6 +13,7 @@ import io
 import json
 import socket
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import nbformat
@@ -246,7 +247,13 @@ def test_private_seeds_never_reach_learner_visible_files_or_output(graded):
 
 
 def test_daily_limit_rejects_without_running(graded):
-    grader = Grader(CHALLENGE, private_dir=graded["private"], daily_limit=1)
+    # the clock stands at alice's first submission, so the check cannot cross a UTC midnight (CI once did)
+    first = datetime.fromisoformat(graded["alice_rows"][0]["submitted_at"])
+    grader = Grader(CHALLENGE, private_dir=graded["private"], daily_limit=1, clock=lambda: first)
     r = grader.grade(graded["alice_nb"], "alice")
     assert r.status == "rejected" and "daily limit" in r.reason and "notebook" not in r.timing_s
     assert len(Leaderboard(graded["db_file"]).submissions(CHALLENGE, "alice")) == 1
+    # the count is per UTC day: the next day starts from zero
+    board = Leaderboard(graded["db_file"])
+    assert board.submissions_today(CHALLENGE, "alice", now=first) == 1
+    assert board.submissions_today(CHALLENGE, "alice", now=first + timedelta(days=1)) == 0
