@@ -176,10 +176,11 @@ class Simulation:
         run = self.run
         run.outcome[i] = outcome
         run.status[i] = status
-        run.t_done_s[i] = self.env.now
+        run.t_done_s[i] = self.env._now
         if self.quality_model is not None and outcome == OK:
             run.quality[i] = self.quality_model.score(self.providers[run.provider[i]], i)
-        for stage in self._hooks_for(i, self._response_hooks):
+        hooks = self._response_hooks if self.routes is None else self._hooks_for(i, self._response_hooks)
+        for stage in hooks:
             if stage.on_response(i):
                 return
 
@@ -188,7 +189,7 @@ class Simulation:
         run = self.run
         run.outcome[i] = outcome
         run.answered_by[i] = stage.index
-        run.t_done_s[i] = self.env.now + delay_s
+        run.t_done_s[i] = self.env._now + delay_s
         run.stage_flags[i] |= stage.bit
         if quality is not None:
             run.quality[i] = quality
@@ -208,6 +209,8 @@ class Simulation:
 
     def finish_upstream(self, i: int, answered_at: int) -> None:
         """The stages before `answered_at` passed request i on: tell them it has its answer."""
+        if not answered_at:       # answered by the first stage: none before it
+            return
         for stage in self._hooks_for(i, self._response_hooks):
             if stage.index < answered_at and stage.on_response(i):
                 return

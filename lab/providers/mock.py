@@ -62,6 +62,7 @@ class MockProvider:
         req = sim.requests
         factor = {"flex": config.flex_slowdown, "priority": config.priority_speedup}.get(config.service_tier, 1.0)
         self.service_s = self._draw_service_s(rng, req.output_tokens) * factor
+        self._service_s = memoryview(np.ascontiguousarray(self.service_s, dtype=np.float64))   # read as floats
         # time per streamed output token (0 when latency_ms gives the whole service time)
         self.seconds_per_token = (0.0 if config.latency_ms is not None
                                   else factor / (config.tokens_per_s or self.info.tokens_per_s))
@@ -108,8 +109,11 @@ class MockProvider:
 
     def _over_limit_s(self, i: int) -> float:
         """0 if request i fits every limit now (and takes its share), else the Retry-After."""
-        now = self.env.now
-        wait = max(bucket.wait_s(self._usage(i, kind), now) for bucket, kind in self.buckets)
+        now, wait = self.env._now, 0.0
+        for bucket, kind in self.buckets:
+            w = bucket.wait_s(self._usage(i, kind), now)
+            if w > wait:
+                wait = w
         if wait == 0.0:
             for bucket, kind in self.buckets:
                 bucket.take(self._usage(i, kind))
@@ -119,12 +123,12 @@ class MockProvider:
 
     def submit(self, i: int) -> None:
         """Request i arrives at the provider: refused, or a free slot, or wait in line."""
-        run = self.sim.run
+        run, now = self.sim.run, self.env._now
         run.provider[i] = self.index
-        run.t_dispatch_s[i] = self.env.now
+        run.t_dispatch_s[i] = now
         run.attempts[i] += 1
         run.provider_calls += 1
-        if self.outages and self.in_outage(self.env.now):
+        if self.outages and self.in_outage(now):
             self._refuse(i, self.outage_status, 0.0)
             return
         if self.shed is not None and self.shed[i] and run.attempts[i] == 1:
@@ -198,10 +202,11 @@ class MockProvider:
         if i < 0:  # background fetch: occupies a slot, writes nothing to the ledger row
             self._after(self.service_s[-1 - i], i, self._finished)
             return
-        run, now = self.sim.run, self.env.now
+        run, now = self.sim.run, self.env._now
         run.queue_ms[i] += (now - run.t_dispatch_s[i]) * 1000.0
-        self.sim.on_start(i, self)
-        service_s = self.service_s[i]
+        if self.sim._start_hooks:
+            self.sim.on_start(i, self)
+        service_s = self._service_s[i]      # a Python float: the event clock stays a Python float
         if self.sim.trims_output:   # a capped answer streams fewer tokens
             service_s -= (int(self.sim.requests.output_tokens[i]) - int(run.output_tokens[i])) * self.seconds_per_token
         status = run.status[i] = self._status(i)

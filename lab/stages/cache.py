@@ -126,6 +126,10 @@ class CacheStage(Stage):
         self.refreshes = self.blocked_fills = self.expired = self.swr_hits = 0
         self._uniforms = rng.random(1 << 16)
         self._u = 0
+        # the options the hot path reads, as plain attributes (a frozen dataclass lookup each is slower)
+        self._updates = bool(self.update_t.size)
+        self._dynamic_ttl, self._swr_s = config.dynamic_ttl, config.stale_while_revalidate_s
+        self._invalidate, self._coalesce = config.invalidate_on_update, config.coalesce
         # per-request keys as Python ints, computed once: dict lookups on them are the hot path
         self.keys = request_keys(req, config.shared)
         self.cacheable = memoryview(np.ascontiguousarray(req.cacheable))   # Python bools, no list
@@ -170,35 +174,32 @@ class CacheStage(Stage):
     def on_request(self, i: int) -> bool:
         if not self.cacheable[i]:
             return False
-        sim = self.sim
-        now = sim.env.now
-        if self.update_t.size:
+        now = self.sim.env._now
+        if self._updates:
             self.catch_up(now)
         key = self.keys[i]
         entry = self.store.get(key)
         if entry is not None:
-            intent = self.intent_of(i)
-            current = self.version.get(intent, 0)
-            if self.config.dynamic_ttl:  # the TTL follows the latest estimate of this prompt's volatility
-                entry.expiry_s = min(entry.expiry_s, entry.stored_s + self.ttl_for(intent, now))
-            if now >= entry.expiry_s and self.config.stale_while_revalidate_s \
-                    and now < entry.expiry_s + self.config.stale_while_revalidate_s:
-                return self._serve_stale(i, key, entry, now, current)
+            current = self.version.get(self.intents[i], 0)
+            if self._dynamic_ttl:  # the TTL follows the latest estimate of this prompt's volatility
+                entry.expiry_s = min(entry.expiry_s, entry.stored_s + self.ttl_for(self.intents[i], now))
             if now >= entry.expiry_s:
+                if self._swr_s and now < entry.expiry_s + self._swr_s:
+                    return self._serve_stale(i, key, entry, now, current)
                 self.store.remove(key)
                 self.expired += 1
-            elif self.config.invalidate_on_update and entry.tag_version != current:
+            elif self._invalidate and entry.tag_version != current:
                 self.store.remove(key)
             else:
                 return self._hit(i, key, entry, now, current)
-        if self.config.coalesce:
+        if self._coalesce:
             if self.flights.follow(key, i):
                 self.coalesced += 1
                 self.touch(i)
                 return True
             self.flights.lead(key, i)
         self.misses += 1
-        self.pending[i] = (key, self.version.get(self.intent_of(i), 0), now)
+        self.pending[i] = (key, self.version.get(self.intents[i], 0), now)
         return False
 
     def _hit(self, i: int, key: int, entry: Entry, now: float, current_version: int) -> bool:
@@ -256,22 +257,24 @@ class CacheStage(Stage):
                 self.sim.follow(follower, i, self, CACHE_HIT)
 
     def _store(self, i: int, key: int, fetched_version: int, t_miss: float, ok: bool) -> None:
-        now = self.sim.env.now
+        now = self.sim.env._now
         if not ok or (self.outages and self.down(now)):   # a store that is down takes no writes
             return
-        if self.update_t.size:
+        if self._updates:
             self.catch_up(now)
-        intent = self.intent_of(i)
+        intent = self.intents[i]
         current = self.version.get(intent, 0)
         if fetched_version != current and self.config.versioned:
             self.blocked_fills += 1   # the data changed while this answer was in flight
             return
-        ttl = self.ttl_for(intent, now)
+        ttl = self.ttl_for(intent, now) if self._dynamic_ttl else self.config.ttl_s
         expiry = now + ttl if ttl is not None else math.inf
         entry = Entry(expiry, current, fetched_version, now - t_miss, now, float(self.sim.run.quality[i]))
-        req = self.sim.requests
-        size = float(req.input_tokens[i] + req.output_tokens[i]) if self.size_tokens else 1.0
-        self.store.put(key, entry, size)
+        if self.size_tokens:
+            req = self.sim.requests
+            self.store.put(key, entry, float(req.input_tokens[i] + req.output_tokens[i]))
+        else:
+            self.store.put(key, entry, 1.0)
 
     # -- what warm and prefetch stages use --------------------------------------------
 

@@ -65,8 +65,13 @@ class RateLimitStage(Stage):
         self.metered = [(b, tokens if kind == "tpm" else None) for b, kind in self.buckets]
 
     def _wait_s(self, i: int) -> float:
-        now = self.sim.env.now
-        return max(b.wait_s(1.0 if amounts is None else amounts[i], now) for b, amounts in self.metered)
+        """How long until request i fits every bucket (0.0 now); each bucket is refilled to now."""
+        now, wait = self.sim.env._now, 0.0
+        for b, amounts in self.metered:
+            w = b.wait_s(1.0 if amounts is None else amounts[i], now)
+            if w > wait:
+                wait = w
+        return wait
 
     def _take(self, i: int) -> None:
         for b, amounts in self.metered:
