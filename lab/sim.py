@@ -67,6 +67,10 @@ class Simulation:
         self._guarded = any(s.outages or s.config.overhead_ms is not None for s in self.stages)
         self.routes = Routes(scenario, requests, configs) if optimized and scenario.routes else None
         self._start_hooks = [s for s in self.stages if hasattr(s, "on_start")]
+        # the common path: no routes, no outage windows, no overheads; each stage's bound on_request
+        self._plain = self.routes is None and not self._guarded
+        self._on_request = tuple(s.on_request for s in self.stages)
+        self._target = memoryview(self.target)        # the same buffer, read as Python ints
         self.trims_output = any(getattr(s, "changes_output_tokens", False) for s in self.stages)
         self._response_hooks = [s for s in reversed(self.stages) if type(s).on_response is not Stage.on_response]
         self.progress = len(requests) >= PROGRESS_MIN_REQUESTS if progress is None else progress
@@ -121,17 +125,15 @@ class Simulation:
 
     def forward(self, i: int, first_stage: int) -> None:
         """Offer request i to the stages from `first_stage` on; what none takes goes to a provider."""
-        stages = self.stages
-        if self.routes is not None:
+        if self._plain:
+            for on_request in (self._on_request[first_stage:] if first_stage else self._on_request):
+                if on_request(i):
+                    return
+            self.providers[self._target[i]].submit(i)
+        elif self.routes is not None:
             self._forward_guarded(i, self.routes.stages_from(i, first_stage))
-            return
-        if self._guarded:
-            self._forward_guarded(i, range(first_stage, len(stages)))
-            return
-        for k in range(first_stage, len(stages)):
-            if stages[k].on_request(i):
-                return
-        self.dispatch(i)
+        else:
+            self._forward_guarded(i, range(first_stage, len(self.stages)))
 
     def _forward_guarded(self, i: int, indices) -> None:
         """`forward` for pipelines with outage windows, overheads or routes (the common path stays lean)."""
@@ -161,7 +163,7 @@ class Simulation:
 
     def dispatch(self, i: int) -> None:
         """Hand request i to its target provider (the first one unless a router chose)."""
-        self.providers[self.target[i]].submit(i)
+        self.providers[self._target[i]].submit(i)
 
     def on_start(self, i: int, provider) -> None:
         for stage in self._hooks_for(i, self._start_hooks):
