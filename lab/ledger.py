@@ -10,13 +10,16 @@ Narrow dtypes (int32, float32, categoricals) keep a row well under 120 bytes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from lab.errors import ConfigError
 from lab.files import atomic_path
 from lab.scenario import PRIORITIES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 OUTCOMES = ("ok", "cache_hit", "deduplicated", "batched", "rejected", "error")
 OK, CACHE_HIT, DEDUPLICATED, BATCHED, REJECTED, ERROR = range(len(OUTCOMES))
@@ -65,6 +68,8 @@ def _writable(values: np.ndarray) -> np.ndarray:
 def build_ledger(requests, run: RunArrays, baseline: RunArrays, provider_names, model_names,
                  stage_names) -> pd.DataFrame:
     """The per-request DataFrame: contract columns first, then extras and stage flags."""
+    import pandas as pd  # ~75 MB resident: loaded when a ledger is built, not by `import lab`
+
     n = len(requests)
     prov_idx = np.where(run.provider < 0, len(provider_names), run.provider).astype(np.int8)
     def codes(names):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import pandas as pd
 
 from lab.errors import CostlabError
 from lab.fmt import html_text, usd
 from lab.ledger import CACHE_HIT, ERROR, REJECTED, RunArrays, build_ledger
 from lab.scenario import Scenario
 from lab.traffic import Requests
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _pct(values: np.ndarray, q: float) -> float:

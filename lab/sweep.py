@@ -28,9 +28,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 import lab.runs as lab_runs
 from lab.config import did_you_mean
@@ -38,6 +36,9 @@ from lab.errors import CostlabError, ScenarioError
 from lab.loader import load_scenario, scenario_from_dict
 from lab.scenario import Scenario
 from lab.sim import baseline_key
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_SEEDS = 5
 CI_LEVEL = 0.95
@@ -363,6 +364,8 @@ def sweep_runs(scenario, grid: Mapping[str, Any], seeds=DEFAULT_SEEDS, client=No
         row["seed"] = seed
         row.update(metrics_of(summaries[k, seed]))
         rows.append(row)
+    import pandas as pd  # loaded when a sweep runs, not by `import lab`
+
     runs = pd.DataFrame(rows)
     runs.attrs["grid"] = list(grid)
     runs.attrs["scenario"] = source.name
@@ -398,6 +401,8 @@ def summarize(runs: pd.DataFrame, metrics: Iterable[str] | None = None, level: f
             mean, low, high = mean_ci(values, level) if len(values) else (math.nan, math.nan, math.nan)
             row[f"{name}.mean"], row[f"{name}.{tag}_low"], row[f"{name}.{tag}_high"] = mean, low, high
         rows.append(row)
+    import pandas as pd  # loaded when a sweep runs, not by `import lab`
+
     out = pd.DataFrame(rows)
     out.attrs["grid"] = grid
     out.attrs["scenario"] = runs.attrs.get("scenario", "")

@@ -123,6 +123,18 @@ def test_import_lab_loads_neither_tiktoken_nor_any_extra():
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
+#: what neither `import lab` nor the `costlab` command loads before a command needs it (issue 16's memory
+#: bar: `costlab run` of 1M requests within 300 MB resident; pandas alone is ~75 MB, SciPy ~40 MB)
+NOT_LOADED_BY_THE_COMMAND = ("pandas", "scipy", "matplotlib", "jinja2", "sqlalchemy")
+
+
+def test_the_costlab_command_loads_no_heavy_library_until_a_command_needs_it():
+    code = ("import json, sys; import lab.cli; lab.cli.build_parser(); "
+            f"print(json.dumps([m for m in {list(NOT_LOADED_BY_THE_COMMAND)!r} if m in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
 def test_mock_and_live_providers_satisfy_the_provider_protocol():
     sc = scenario(requests=5)
     sim = Simulation(sc, make_requests(sc, np.random.default_rng(0), None), 0, optimized=False, progress=False)

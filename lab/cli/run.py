@@ -8,7 +8,6 @@ import time
 from importlib import resources
 from pathlib import Path
 
-import lab.store as lab_store
 from lab.cli.args import positive_int
 from lab.cli.table import print_table
 from lab.files import write_json_atomic
@@ -49,6 +48,8 @@ def cmd_run(args) -> int:
         write_ledger(result.ledger, args.ledger)
         print(f"ledger ({len(result.ledger):,} rows) written to {args.ledger}")
     if args.save:
+        import lab.store as lab_store  # SQLAlchemy: loaded only to save a run
+
         store = lab_store.use(args.store)
         run_id = store.save(result, args.save, tags=args.tag, note=args.note, wall_s=wall_s)
         print(f"saved as run {run_id} in experiment {args.save!r} ({store!r}); "
