@@ -26,7 +26,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from lab.errors import ConfigError, CostlabError
 from lab.gateway.config import GatewayConfig, Upstream
@@ -80,6 +80,11 @@ class Gateway:
         self.rng = random.Random()
         self.price_memo: dict[tuple, tuple] = {}
         self.client: httpx.AsyncClient | None = None
+        # run as a JupyterHub service, the hub's proxy forwards /services/NAME/... unchanged, and the
+        # hub's API (JUPYTERHUB_API_URL) can vouch for learners' hub tokens unless the config names another
+        as_service = bool(env.get("JUPYTERHUB_SERVICE_NAME"))
+        self.prefix = (env.get("JUPYTERHUB_SERVICE_PREFIX", "") if as_service else "").rstrip("/")
+        self.hub_api_url = config.hub_api_url or (env.get("JUPYTERHUB_API_URL") if as_service else None)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -100,7 +105,7 @@ class Gateway:
         if not token:
             return None
         learner = self.store.learner_by_token(token)
-        if learner is not None or not self.config.hub_api_url:
+        if learner is not None or not self.hub_api_url:
             return learner
         name = await self._hub_user(token)
         if name is None:
@@ -115,7 +120,7 @@ class Gateway:
         if cached and cached[0] > now:
             return cached[1]
         try:
-            r = await self.client.get(f"{self.config.hub_api_url.rstrip('/')}/user",
+            r = await self.client.get(f"{self.hub_api_url.rstrip('/')}/user",
                                       headers={"authorization": f"token {token}"}, timeout=10.0)
             name = r.json().get("name") if r.status_code == 200 else None
         except (httpx.HTTPError, ValueError, AttributeError):
@@ -474,6 +479,8 @@ class Gateway:
             finally:
                 await self.shutdown()
 
-        return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics),
-                                 Route("/costlab/usage", usage),
-                                 Route("/{provider}/{rest:path}", chat, methods=["POST"])], lifespan=lifespan)
+        routes = [Route("/healthz", healthz), Route("/metrics", metrics), Route("/costlab/usage", usage),
+                  Route("/{provider}/{rest:path}", chat, methods=["POST"])]
+        if self.prefix:      # the same endpoints under the hub's service prefix, and at the root
+            routes = [Mount(self.prefix, routes=list(routes)), *routes]
+        return Starlette(routes=routes, lifespan=lifespan)
