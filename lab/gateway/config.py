@@ -22,11 +22,20 @@ key_env = "OPENAI_API_KEY"      # the instructor's key is read from this variabl
 [[pipeline]]                    # the very fields a scenario's stage takes
 stage = "cache"
 ttl_s = 600
+
+[[pipeline]]
+stage = "retry"
+fallback = true                 # when the provider's upstreams give up, try the next ones...
+fallback_models = ["anthropic/claude-haiku-4-5"]   # ...then these (gateway only; translated)
 ```
 
 Stages that make sense on live traffic are `cache`, `dedup`, `rate_limit`, `budget`,
 `retry` and the gateway's own `output_cap`; any other stage is refused in one line. Several
 `[[upstreams]]` of one provider are tried in order when `retry` has `fallback = true`.
+`fallback_models` (gateway only, in the retry table, needs `fallback = true`) names
+`provider/model` targets tried in order after those: a non-streaming, text-only chat is
+translated to the target's format and its answer back to the caller's; a stream, or a
+request with anything else (tools, images, the Responses API), falls back within its provider only.
 """
 
 from __future__ import annotations
@@ -36,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.config import Table, did_you_mean
-from lab.errors import ScenarioError
-from lab.pricing import PROVIDERS
+from lab.errors import CostlabError, ScenarioError
+from lab.pricing import PROVIDERS, model_prices
 from lab.stages import STAGES, parse_stage
 
 #: stages the gateway serves live; the rest model the world or need the simulator's clock
@@ -81,6 +90,7 @@ class GatewayConfig:
     class_limits: Limits = Limits()
     learner_defaults: Limits = Limits()
     pipeline: tuple = ()
+    fallback_models: tuple[tuple[str, str], ...] = ()   # (provider, model) after the caller's upstreams
     hub_api_url: str | None = None       # JupyterHub's API: learners may use their hub token
     path: str = "<gateway>"
 
@@ -123,7 +133,9 @@ def config_from_dict(data: dict, path: str = "<gateway>") -> GatewayConfig:
         t.done()
     if not upstreams:
         top.fail("upstreams", "give at least one [[upstreams]] table (provider, base_url, key_env)")
-    pipeline = tuple(_stage(t) for t in top.tables("pipeline", []))
+    tables = top.tables("pipeline", [])
+    fallback_models = next((_fallback_models(t, upstreams) for t in tables if t.data.get("stage") == "retry"), ())
+    pipeline = tuple(_stage(t) for t in tables)
     names = [s.stage for s in pipeline]
     for name in set(names):
         if names.count(name) > 1:
@@ -131,7 +143,7 @@ def config_from_dict(data: dict, path: str = "<gateway>") -> GatewayConfig:
     config = GatewayConfig(host=host, port=port, store=store, default_max_tokens=default_max, upstreams=upstreams,
                            class_limits=_limits(_section(top, "class")),
                            learner_defaults=_limits(_section(top, "learners")), pipeline=pipeline,
-                           hub_api_url=hub, path=path)
+                           fallback_models=fallback_models, hub_api_url=hub, path=path)
     top.done()
     return config
 
@@ -147,6 +159,28 @@ def _limits(t: Table) -> Limits:
                     rpm=t.number("rpm", None, min=0.0, strict_min=True))
     t.done()
     return limits
+
+
+def _fallback_models(t: Table, upstreams: dict) -> tuple[tuple[str, str], ...]:
+    """The retry table's gateway-only `fallback_models = ["provider/model", ...]`, each priced and with an upstream."""
+    raw = t.raw("fallback_models", [])
+    if not isinstance(raw, list) or not all(isinstance(x, str) and x.count("/") == 1 for x in raw):
+        t.fail("fallback_models", 'expected a list of "provider/model" strings, e.g. ["anthropic/claude-haiku-4-5"]')
+    if raw and t.data.get("fallback") is not True:
+        t.fail("fallback_models", "falling back to other models needs fallback = true in the same table")
+    out = []
+    for target in raw:
+        provider, model = target.split("/")
+        if provider not in PROVIDERS:
+            t.fail("fallback_models", f"{target!r}: provider expected one of {', '.join(PROVIDERS)}")
+        if provider not in upstreams:
+            t.fail("fallback_models", f"{target!r}: give an [[upstreams]] table for {provider}")
+        try:
+            model_prices(provider, model)
+        except CostlabError as exc:
+            t.fail("fallback_models", f"{target!r}: {exc}")
+        out.append((provider, model))
+    return tuple(out)
 
 
 def _stage(t: Table):
