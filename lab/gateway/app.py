@@ -38,7 +38,7 @@ from lab.gateway.metrics import GatewayMetrics
 from lab.gateway.stages import Answer, InFlight, LearnerRate, RateLimiter, ResponseCache, request_key
 from lab.gateway.store import GatewayStore, Learner, Limit, Refused, today
 from lab.gateway.wire import WIRES, BadRequest, Wire, sse_events
-from lab.pricing import price_usage_exact
+from lab.pricing import model_prices, price_usage_exact
 from lab.providers.sdk import Usage, scrub, usage_and_cost
 from lab.tokens import get_encoding
 
@@ -94,6 +94,7 @@ class Gateway:
         self.dedup = InFlight(stage("dedup")) if stage("dedup") else None
         self.rate = RateLimiter(stage("rate_limit")) if stage("rate_limit") else None
         self.budget, self.retry, self.output_cap = stage("budget"), stage("retry"), stage("output_cap")
+        self.router = stage("router")
         self.learner_rate = LearnerRate()
         self.metrics = GatewayMetrics()
         self.hub_cache: dict[str, tuple[float, str | None]] = {}
@@ -212,6 +213,8 @@ class Gateway:
         if max_tokens is None or (cap is not None and max_tokens > cap):
             row["output_cap"] = int(cap is not None and max_tokens is not None)
             wire.set_max_tokens(body, cap or self.config.default_max_tokens)
+        if self.router is not None:
+            model, path = self._route(wire, path, body, model, row)
         stream = wire.stream(body, path)
         if stream:
             wire.prepare_stream(body)
@@ -321,7 +324,7 @@ class Gateway:
 
     def _settle(self, wire, limits, worst_usd, cost_usd, usage, row, t0, key, data, content_type) -> Answer:
         u = usage.as_dict() if usage is not None else {}
-        row.update(status=200, outcome="ok", cost_usd=cost_usd, baseline_cost_usd=cost_usd,
+        row.update(status=200, outcome="ok", cost_usd=cost_usd, baseline_cost_usd=self._baseline_usd(row, u, cost_usd),
                    input_tokens=u.get("input_tokens", 0), cached_input_tokens=u.get("cached_input_tokens", 0),
                    cache_write_tokens=u.get("cache_write_tokens", 0), output_tokens=u.get("output_tokens", 0))
         self._finish(row, t0, row["queue_ms"] + row["service_ms"])
@@ -372,6 +375,26 @@ class Gateway:
             "x-costlab-cache": "miss" if self.cache else "off", "x-costlab-overhead-ms": f"{pre_overhead_ms:.3f}",
             "x-costlab-reserved-usd": f"{worst_usd:.8f}", "x-costlab-request-id": row["request_id"],
             "cache-control": "no-cache"})
+
+    def _route(self, wire: Wire, path: str, body: dict, model: str, row: dict) -> tuple[str, str]:
+        """The router's `cheapest`: the listed model of the caller's provider with the lowest worst case that fits.
+
+        The row then names the chosen model, and its baseline is the same usage priced on the model asked for.
+        """
+        best = None
+        for provider, candidate in self.config.route_models:
+            if provider != wire.provider:
+                continue
+            window = model_prices(provider, candidate).context_window
+            if window and wire.prompt_tokens(body, candidate) + wire.max_tokens(body) > window:
+                continue
+            cost_usd = wire.worst_case_usd(body, candidate)
+            if best is None or cost_usd < best[0]:
+                best = (cost_usd, candidate)
+        if best is None or best[1] == model:
+            return model, path
+        row["model"], row["_asked_model"] = best[1], model
+        return best[1], wire.set_model(body, path, best[1])
 
     def _legs(self, wire: Wire, path: str, body: dict, model: str, stream: bool) -> list[Leg]:
         """Where the request may go, in order: its provider's upstreams, then the retry stage's `fallback_models`.
@@ -463,6 +486,20 @@ class Gateway:
                 self.price_memo.clear()
             self.price_memo[key] = priced
         return priced
+
+    def _baseline_usd(self, row: dict, usage: dict, cost_usd: float) -> float:
+        """What the call would have cost without the router: its usage on the model asked for (else its cost)."""
+        asked = row.get("_asked_model")
+        if asked is None or not usage:
+            return cost_usd
+        try:
+            return price_usage_exact(row["provider"], asked, input_tokens=usage["input_tokens"],
+                                     output_tokens=usage["output_tokens"],
+                                     cached_input_tokens=usage["cached_input_tokens"],
+                                     cache_write_tokens=usage["cache_write_tokens"],
+                                     cache_write_1h_tokens=usage["cache_write_1h_tokens"])
+        except (CostlabError, LookupError, ValueError):
+            return cost_usd
 
     def _finish(self, row: dict, t0: float, outside_ms: float) -> float:
         """Close the row's clocks: latency, and the overhead = latency minus upstream and queueing time."""

@@ -36,6 +36,11 @@ Stages that make sense on live traffic are `cache`, `dedup`, `rate_limit`, `budg
 `provider/model` targets tried in order after those: a non-streaming, text-only chat is
 translated to the target's format and its answer back to the caller's; a stream, or a
 request with anything else (tools, images, the Responses API), falls back within its provider only.
+
+`router` takes `strategy = "cheapest"` only (the others need the simulator's latency and
+quality models) and a gateway-only `models = ["openai/gpt-4o-mini", ...]`: each request goes
+to the cheapest listed model of its own provider whose context window holds it, priced as its
+worst case (prompt plus max_tokens) with genai-prices.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from lab.pricing import PROVIDERS, model_prices
 from lab.stages import STAGES, parse_stage
 
 #: stages the gateway serves live; the rest model the world or need the simulator's clock
-LIVE_STAGES = ("cache", "dedup", "rate_limit", "budget", "retry", "output_cap")
+LIVE_STAGES = ("cache", "dedup", "rate_limit", "budget", "retry", "output_cap", "router")
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com",
                      "google": "https://generativelanguage.googleapis.com"}
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "google": "GEMINI_API_KEY"}
@@ -91,6 +96,7 @@ class GatewayConfig:
     learner_defaults: Limits = Limits()
     pipeline: tuple = ()
     fallback_models: tuple[tuple[str, str], ...] = ()   # (provider, model) after the caller's upstreams
+    route_models: tuple[tuple[str, str], ...] = ()      # (provider, model) the router may pick from
     hub_api_url: str | None = None       # JupyterHub's API: learners may use their hub token
     path: str = "<gateway>"
 
@@ -135,6 +141,7 @@ def config_from_dict(data: dict, path: str = "<gateway>") -> GatewayConfig:
         top.fail("upstreams", "give at least one [[upstreams]] table (provider, base_url, key_env)")
     tables = top.tables("pipeline", [])
     fallback_models = next((_fallback_models(t, upstreams) for t in tables if t.data.get("stage") == "retry"), ())
+    route_models = next((_targets(t, "models", upstreams) for t in tables if t.data.get("stage") == "router"), ())
     pipeline = tuple(_stage(t) for t in tables)
     names = [s.stage for s in pipeline]
     for name in set(names):
@@ -143,7 +150,7 @@ def config_from_dict(data: dict, path: str = "<gateway>") -> GatewayConfig:
     config = GatewayConfig(host=host, port=port, store=store, default_max_tokens=default_max, upstreams=upstreams,
                            class_limits=_limits(_section(top, "class")),
                            learner_defaults=_limits(_section(top, "learners")), pipeline=pipeline,
-                           fallback_models=fallback_models, hub_api_url=hub, path=path)
+                           fallback_models=fallback_models, route_models=route_models, hub_api_url=hub, path=path)
     top.done()
     return config
 
@@ -162,23 +169,29 @@ def _limits(t: Table) -> Limits:
 
 
 def _fallback_models(t: Table, upstreams: dict) -> tuple[tuple[str, str], ...]:
-    """The retry table's gateway-only `fallback_models = ["provider/model", ...]`, each priced and with an upstream."""
-    raw = t.raw("fallback_models", [])
-    if not isinstance(raw, list) or not all(isinstance(x, str) and x.count("/") == 1 for x in raw):
-        t.fail("fallback_models", 'expected a list of "provider/model" strings, e.g. ["anthropic/claude-haiku-4-5"]')
-    if raw and t.data.get("fallback") is not True:
+    """The retry table's gateway-only `fallback_models`; they need `fallback = true`."""
+    targets = _targets(t, "fallback_models", upstreams)
+    if targets and t.data.get("fallback") is not True:
         t.fail("fallback_models", "falling back to other models needs fallback = true in the same table")
+    return targets
+
+
+def _targets(t: Table, key: str, upstreams: dict) -> tuple[tuple[str, str], ...]:
+    """A gateway-only list `key = ["provider/model", ...]`, each priced by genai-prices and with an upstream."""
+    raw = t.raw(key, [])
+    if not isinstance(raw, list) or not all(isinstance(x, str) and x.count("/") == 1 for x in raw):
+        t.fail(key, 'expected a list of "provider/model" strings, e.g. ["anthropic/claude-haiku-4-5"]')
     out = []
     for target in raw:
         provider, model = target.split("/")
         if provider not in PROVIDERS:
-            t.fail("fallback_models", f"{target!r}: provider expected one of {', '.join(PROVIDERS)}")
+            t.fail(key, f"{target!r}: provider expected one of {', '.join(PROVIDERS)}")
         if provider not in upstreams:
-            t.fail("fallback_models", f"{target!r}: give an [[upstreams]] table for {provider}")
+            t.fail(key, f"{target!r}: give an [[upstreams]] table for {provider}")
         try:
             model_prices(provider, model)
         except CostlabError as exc:
-            t.fail("fallback_models", f"{target!r}: {exc}")
+            t.fail(key, f"{target!r}: {exc}")
         out.append((provider, model))
     return tuple(out)
 
@@ -199,6 +212,11 @@ def _stage(t: Table):
         t.fail("action", f"{config.action!r} needs the simulator; the gateway's budget does 'reject' or 'warn'")
     if name == "budget" and config.per == "feature":
         t.fail("per", "the gateway's budget is per 'tenant' (learner) or 'all'")
+    if name == "router" and config.strategy != "cheapest":
+        t.fail("strategy", f"{config.strategy!r} needs the simulator's latency and quality models; "
+                           "the gateway's router does 'cheapest'")
+    if name == "router" and not t.data.get("models"):
+        t.fail("models", 'give the models the router may pick from, e.g. ["openai/gpt-4o-mini", "openai/gpt-4.1-nano"]')
     if name == "cache" and config.policy == "lfu":
         t.fail("policy", "the live cache is 'lru' or 'fifo'")
     if name == "cache" and (config.capacity_tokens or config.dynamic_ttl or config.xfetch_beta):

@@ -83,6 +83,11 @@ class Wire:
     def stream(self, body: dict, path: str) -> bool:
         return body.get("stream") is True
 
+    def set_model(self, body: dict, path: str, model: str) -> str:
+        """Ask for `model` instead (the router's choice); the upstream path that now names it."""
+        body["model"] = model
+        return path
+
     def max_tokens(self, body: dict) -> int | None:
         raise NotImplementedError
 
@@ -389,6 +394,10 @@ class GeminiWire(Wire):
 
     def stream(self, body, path):
         return _GEMINI.match(path).group(2) == "streamGenerateContent"
+
+    def set_model(self, body, path, model):
+        match = _GEMINI.match(path)
+        return path[:match.start(1)] + model + path[match.end(1):]
 
     @staticmethod
     def _config(body) -> dict:

@@ -13,11 +13,13 @@ import openai
 import pytest
 from conftest import FAKE_KEY, KEY_ENV
 from genai_prices import extract_usage
+from google import genai
+from google.genai import types
 
 from lab.errors import ScenarioError
 from lab.gateway import config_from_dict, running
 from lab.gateway.store import today
-from lab.pricing import PRICE_DATE
+from lab.pricing import PRICE_DATE, model_prices
 
 
 def _retry(*targets, **extra):
@@ -125,3 +127,42 @@ def test_fallback_models_config_is_checked(fake, retry, message):
         config_from_dict({"pipeline": [stage], "upstreams": upstreams})
     assert config_from_dict({"pipeline": _retry("anthropic/claude-haiku-4-5"), "upstreams": upstreams}
                             ).fallback_models == (("anthropic", "claude-haiku-4-5"),)
+
+
+def _price(provider, model, tokens_in, tokens_out) -> float:
+    return float(model_prices(provider, model).cost_usd(tokens_in, tokens_out))
+
+
+def test_router_cheapest_sends_each_request_to_its_providers_cheapest_listed_model(fake, gateway):
+    models = ["openai/gpt-4o", "openai/gpt-4.1-nano", "openai/gpt-4o-mini", "google/gemini-2.5-flash",
+              "google/gemini-2.5-flash-lite"]
+    nano, lite = "gpt-4.1-nano", "gemini-2.5-flash-lite"
+    assert _price("openai", nano, 1000, 100) < _price("openai", "gpt-4o-mini", 1000, 100)   # the premise
+    assert _price("google", lite, 1000, 100) < _price("google", "gemini-2.5-flash", 1000, 100)
+    url, gw = gateway(pipeline=[{"stage": "router", "strategy": "cheapest", "models": models}])
+    token = gw.store.add_learner("ed", daily_usd=1.0)
+    client = openai.OpenAI(api_key=token, base_url=f"{url}/openai/v1", max_retries=0)
+    completion = client.chat.completions.create(model="gpt-4o", max_tokens=40,
+                                                messages=[{"role": "user", "content": "Hi"}])
+    assert completion.model == nano and _answered(fake, "openai")["model"] == nano
+    upstream, row = _answered(fake, "openai"), gw.store.ledger().iloc[-1]
+    assert row.model == nano and row.cost_usd == pytest.approx(_billed(upstream, "openai"), rel=1e-9)
+    # the baseline: the same usage on the model asked for
+    assert row.baseline_cost_usd == pytest.approx(_billed({**upstream, "model": "gpt-4o"}, "openai"), rel=1e-9)
+    assert row.baseline_cost_usd > row.cost_usd
+    gclient = genai.Client(api_key=token, http_options=types.HttpOptions(base_url=f"{url}/google"))
+    gclient.models.generate_content(model="gemini-2.5-flash", contents="Hi")
+    assert fake.calls[-1]["model"] == lite and gw.store.ledger().iloc[-1].model == lite
+    anthropic.Anthropic(api_key=token, base_url=f"{url}/anthropic", max_retries=0).messages.create(
+        model="claude-haiku-4-5", max_tokens=20, messages=[{"role": "user", "content": "Hi"}])
+    assert fake.calls[-1]["model"] == "claude-haiku-4-5"      # no anthropic model listed: left as asked
+
+
+@pytest.mark.parametrize("stage, message", [
+    ({"strategy": "balanced", "models": ["openai/gpt-4o-mini"]}, "does 'cheapest'"),
+    ({"strategy": "cheapest"}, "give the models"),
+])
+def test_router_config_is_checked(fake, stage, message):
+    upstreams = [{"provider": "openai", "base_url": fake.base_url("openai"), "key_env": KEY_ENV}]
+    with pytest.raises(ScenarioError, match=message):
+        config_from_dict({"pipeline": [{"stage": "router", **stage}], "upstreams": upstreams})
