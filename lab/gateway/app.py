@@ -5,7 +5,10 @@ to the cap, or set when absent, so every request has a worst case) → response 
 in-flight dedup → the learner's rpm → client rate limit (waits) → spend reserved on every
 limit (learner daily/total, budget stage, class) → upstream, with retries and fallback → spend
 settled on genai-prices' price of the provider's usage block, with the ledger row, in one
-transaction. Every answer carries `x-costlab-cost-usd`, `x-costlab-cache` (hit / miss /
+transaction. Fallback to another provider's model (`fallback_models`) translates a plain text
+chat to that provider's format and its answer back to the caller's; the row then names the
+provider and model that answered, the hold covers the dearest of them, and the answer carries
+`x-costlab-fallback: provider/model`. Every answer carries `x-costlab-cost-usd`, `x-costlab-cache` (hit / miss /
 coalesced / off) and `x-costlab-overhead-ms`; a streamed OpenAI or Anthropic answer's cost also
 ends its stream as an SSE comment (`: x-costlab-cost-usd=...`), since its headers left before the
 usage came (google-genai's parser does not skip comments, so a Gemini stream's cost is in the ledger only).
@@ -21,6 +24,7 @@ import os
 import random
 import time
 import uuid
+from dataclasses import dataclass
 
 import httpx
 from starlette.applications import Starlette
@@ -34,8 +38,8 @@ from lab.gateway.metrics import GatewayMetrics
 from lab.gateway.stages import Answer, InFlight, LearnerRate, RateLimiter, ResponseCache, request_key
 from lab.gateway.store import GatewayStore, Learner, Limit, Refused, today
 from lab.gateway.wire import WIRES, BadRequest, Wire, sse_events
-from lab.pricing import price_usage_exact
-from lab.providers.sdk import scrub, usage_and_cost
+from lab.pricing import model_prices, price_usage_exact
+from lab.providers.sdk import Usage, scrub, usage_and_cost
 from lab.tokens import get_encoding
 
 log = logging.getLogger("costlab.gateway")
@@ -51,6 +55,22 @@ class Refusal(Exception):
     def __init__(self, status: int, message: str, headers: dict | None = None, outcome: str = "rejected"):
         super().__init__(message)
         self.status, self.message, self.headers, self.outcome = status, message, headers or {}, outcome
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One place a request may go: a provider's wire and model, the upstream path and body, its upstreams in order."""
+
+    wire: Wire
+    model: str
+    path: str
+    body: dict
+    upstreams: tuple[Upstream, ...]
+    native: bool = True          # the caller's own request (False: translated for a fallback model)
+
+    @property
+    def target(self) -> str:
+        return f"{self.wire.provider}/{self.model}"
 
 
 class Gateway:
@@ -74,6 +94,7 @@ class Gateway:
         self.dedup = InFlight(stage("dedup")) if stage("dedup") else None
         self.rate = RateLimiter(stage("rate_limit")) if stage("rate_limit") else None
         self.budget, self.retry, self.output_cap = stage("budget"), stage("retry"), stage("output_cap")
+        self.router = stage("router")
         self.learner_rate = LearnerRate()
         self.metrics = GatewayMetrics()
         self.hub_cache: dict[str, tuple[float, str | None]] = {}
@@ -197,6 +218,8 @@ class Gateway:
         if max_tokens is None or (cap is not None and max_tokens > cap):
             row["output_cap"] = int(cap is not None and max_tokens is not None)
             wire.set_max_tokens(body, cap or self.config.default_max_tokens)
+        if self.router is not None:
+            model, path = self._route(wire, path, body, model, row)
         stream = wire.stream(body, path)
         if stream:
             wire.prepare_stream(body)
@@ -247,7 +270,8 @@ class Gateway:
         if retry_s > 0:
             raise Refusal(429, f"learner {learner.name}'s limit of {learner.rpm:g} requests per minute is reached; "
                                f"try again in {retry_s:.1f} s", {"retry-after": f"{max(1, round(retry_s))}"})
-        worst_usd = wire.worst_case_usd(body, model)
+        legs = self._legs(wire, path, body, model, stream)
+        worst_usd = max(leg.wire.worst_case_usd(leg.body, leg.model) for leg in legs)
         if self.rate is not None:
             wait_s = await self.rate.wait(wire.prompt_tokens(body, model) + wire.max_tokens(body))
             row["queue_ms"], row["rate_limit"] = wait_s * 1000.0, int(wait_s > 0)
@@ -258,23 +282,29 @@ class Gateway:
             row["budget"] = int(exc.limit.scope.startswith("budget"))
             raise Refusal(429, str(exc), NO_RETRY) from None
         try:
-            upstream, attempts, retry_s = await self._send(wire, path, body, request, row)
+            upstream, attempts, retry_s, leg = await self._send(legs, request, row)
         except BaseException:
             self.store.release(limits, worst_usd)
             raise
         row["queue_ms"] += retry_s * 1000.0          # failed attempts and backoff: waiting, not service
         row["service_ms"] = (time.perf_counter() - row["_sent"]) * 1000.0
         row["retry"] = int(attempts > 1)
+        fallback = {} if leg is legs[0] else {"x-costlab-fallback": leg.target}
+        if fallback:
+            row["provider"], row["model"] = leg.wire.provider, leg.model
         if upstream.status_code != 200:
             text = scrub((await upstream.aread()).decode("utf-8", "replace"), self.secrets)
             await upstream.aclose()
+            if not leg.native:
+                text = json.dumps(wire.error(upstream.status_code, f"fallback {leg.target} answered HTTP "
+                                             f"{upstream.status_code}: {_error_message(text)}"))
             row.update(status=upstream.status_code, outcome="error")
             self._finish(row, t0, row["queue_ms"] + row["service_ms"])
             self.store.release(limits, worst_usd, row)
             self._count(row)
             headers = {h: upstream.headers[h] for h in ("retry-after", "content-type") if h in upstream.headers}
             return Response(text, status_code=upstream.status_code, headers={
-                **headers, "x-costlab-cost-usd": "0", "x-costlab-cache": "miss" if self.cache else "off",
+                **headers, **fallback, "x-costlab-cost-usd": "0", "x-costlab-cache": "miss" if self.cache else "off",
                 "x-costlab-overhead-ms": f"{row['overhead_ms']:.3f}"})
         if stream:
             return self._stream(upstream, wire, model, limits, worst_usd, row, t0, key)
@@ -283,20 +313,23 @@ class Gateway:
         row["service_ms"] = (time.perf_counter() - row.pop("_sent")) * 1000.0
         try:
             response = json.loads(data)
-            usage, cost_usd = self.price(wire, response, model)
+            usage, cost_usd = self.price(leg.wire, response, leg.model)
         except (ValueError, CostlabError, TypeError, AttributeError) as exc:
-            log.warning("%s/%s: cannot price the upstream answer (%s); billed at its worst case",
-                        wire.provider, model, type(exc).__name__)
-            usage, cost_usd = None, worst_usd
+            log.warning("%s: cannot price the upstream answer (%s); billed at its worst case",
+                        leg.target, type(exc).__name__)
+            response, usage, cost_usd = None, None, worst_usd
+        if not leg.native and isinstance(response, dict):   # the caller's SDK reads its own provider's shape
+            data = json.dumps(wire.chat_answer(leg.model, leg.wire.text(response), leg.wire.truncated(response),
+                                               usage or Usage(0), row["request_id"])).encode()
         answer = self._settle(wire, limits, worst_usd, cost_usd, usage, row, t0, key, data, "application/json")
         return Response(data, status_code=200, media_type="application/json", headers={
-            "x-costlab-cost-usd": f"{cost_usd:.8f}", "x-costlab-cache": "miss" if self.cache else "off",
+            **fallback, "x-costlab-cost-usd": f"{cost_usd:.8f}", "x-costlab-cache": "miss" if self.cache else "off",
             "x-costlab-overhead-ms": f"{row['overhead_ms']:.3f}", "x-costlab-request-id": row["request_id"],
             **({"x-costlab-saved-usd": "0"} if answer else {})})
 
     def _settle(self, wire, limits, worst_usd, cost_usd, usage, row, t0, key, data, content_type) -> Answer:
         u = usage.as_dict() if usage is not None else {}
-        row.update(status=200, outcome="ok", cost_usd=cost_usd, baseline_cost_usd=cost_usd,
+        row.update(status=200, outcome="ok", cost_usd=cost_usd, baseline_cost_usd=self._baseline_usd(row, u, cost_usd),
                    input_tokens=u.get("input_tokens", 0), cached_input_tokens=u.get("cached_input_tokens", 0),
                    cache_write_tokens=u.get("cache_write_tokens", 0), output_tokens=u.get("output_tokens", 0))
         self._finish(row, t0, row["queue_ms"] + row["service_ms"])
@@ -348,47 +381,87 @@ class Gateway:
             "x-costlab-reserved-usd": f"{worst_usd:.8f}", "x-costlab-request-id": row["request_id"],
             "cache-control": "no-cache"})
 
-    async def _send(self, wire, path, body, request, row) -> tuple[httpx.Response, int, float]:
-        """The upstream answer (a stream, not yet read), with retries and fallback as the retry stage says.
+    def _route(self, wire: Wire, path: str, body: dict, model: str, row: dict) -> tuple[str, str]:
+        """The router's `cheapest`: the listed model of the caller's provider with the lowest worst case that fits.
 
-        A 429, 529 or 5xx is retried with exponential backoff (never sooner than Retry-After);
-        with `fallback = true` the next `[[upstreams]]` entry of the provider is tried when one
-        gives up. The last answer, good or bad, is returned; only an unreachable upstream raises.
+        The row then names the chosen model, and its baseline is the same usage priced on the model asked for.
+        """
+        best = None
+        for provider, candidate in self.config.route_models:
+            if provider != wire.provider:
+                continue
+            window = model_prices(provider, candidate).context_window
+            if window and wire.prompt_tokens(body, candidate) + wire.max_tokens(body) > window:
+                continue
+            cost_usd = wire.worst_case_usd(body, candidate)
+            if best is None or cost_usd < best[0]:
+                best = (cost_usd, candidate)
+        if best is None or best[1] == model:
+            return model, path
+        row["model"], row["_asked_model"] = best[1], model
+        return best[1], wire.set_model(body, path, best[1])
+
+    def _legs(self, wire: Wire, path: str, body: dict, model: str, stream: bool) -> list[Leg]:
+        """Where the request may go, in order: its provider's upstreams, then the retry stage's `fallback_models`.
+
+        Only a non-streaming, plain text chat is translated to a fallback model's format;
+        any other request (a stream, tools, images, the Responses API) stays with its provider.
         """
         r = self.retry
-        max_attempts = r.max_attempts if r else 1
         upstreams = self.config.upstreams.get(wire.provider, ())
         if not upstreams:
             raise Refusal(404, f"this gateway has no {wire.provider} upstream")
-        if not (r and r.fallback):
-            upstreams = upstreams[:1]
-        content = json.dumps(body).encode()
+        legs = [Leg(wire, model, path, body, upstreams if r and r.fallback else upstreams[:1])]
+        chat = wire.chat(body) if self.config.fallback_models and not stream else None
+        if chat is None:
+            return legs
+        for provider, target in self.config.fallback_models:
+            if (provider, target) != (wire.provider, model):
+                other = WIRES[provider]
+                other_path, other_body = other.chat_request(target, chat[0], wire.max_tokens(body), chat[1])
+                legs.append(Leg(other, target, other_path, other_body, self.config.upstreams[provider], False))
+        return legs
+
+    async def _send(self, legs: list[Leg], request, row) -> tuple[httpx.Response, int, float, Leg]:
+        """The upstream answer (a stream, not yet read) and the leg it came from, with retries and fallback.
+
+        A 429, 529 or 5xx is retried with exponential backoff (never sooner than Retry-After);
+        with `fallback = true` the next `[[upstreams]]` entry of the provider is tried when one
+        gives up, then each fallback model's upstreams. The last answer, good or bad, is
+        returned; only an unreachable upstream raises.
+        """
+        r = self.retry
+        max_attempts = r.max_attempts if r else 1
         query = {k: v for k, v in request.query_params.items() if k != "key"}
         extra = {h: request.headers[h] for h in ("anthropic-version", "anthropic-beta") if h in request.headers}
         service_s, attempts, failure = 0.0, 0, None
-        for k, upstream in enumerate(upstreams):
-            headers = {"content-type": "application/json", **extra, **wire.upstream_headers(self.keys[upstream])}
+        tries = [(leg, upstream) for leg in legs for upstream in leg.upstreams]
+        for k, (leg, upstream) in enumerate(tries):
+            content = json.dumps(leg.body).encode()
+            headers = {"content-type": "application/json", **(extra if leg.native else leg.wire.chat_headers),
+                       **leg.wire.upstream_headers(self.keys[upstream])}
             for attempt in range(max_attempts):
                 attempts += 1
                 started = time.perf_counter()
                 response = None
                 try:
                     response = await self.client.send(self.client.build_request(
-                        "POST", upstream.base_url + path, content=content, params=query, headers=headers), stream=True)
+                        "POST", upstream.base_url + leg.path, content=content, params=query if leg.native else None,
+                        headers=headers), stream=True)
                 except httpx.HTTPError as exc:
-                    failure = Refusal(502, f"the {wire.provider} upstream could not be reached "
+                    failure = Refusal(502, f"the {leg.wire.provider} upstream could not be reached "
                                            f"({type(exc).__name__})", outcome="error")
                 else:
-                    self.metrics.upstream.labels(wire.provider).observe(time.perf_counter() - started)
-                    last_try = attempt == max_attempts - 1 and k == len(upstreams) - 1
+                    self.metrics.upstream.labels(leg.wire.provider).observe(time.perf_counter() - started)
+                    last_try = attempt == max_attempts - 1 and k == len(tries) - 1
                     if response.status_code == 200 or response.status_code not in RETRYABLE or last_try:
                         row["_sent"] = started
-                        return response, attempts, service_s
+                        return response, attempts, service_s, leg
                     await response.aclose()
                 service_s += time.perf_counter() - started
                 if attempt < max_attempts - 1:
                     await asyncio.sleep(self._backoff_s(attempt, response))
-        raise failure or Refusal(502, f"the {wire.provider} upstream failed after {attempts} attempts",
+        raise failure or Refusal(502, f"the {legs[0].wire.provider} upstream failed after {attempts} attempts",
                                  outcome="error")
 
     def _backoff_s(self, attempt: int, response: httpx.Response | None) -> float:
@@ -419,6 +492,20 @@ class Gateway:
             self.price_memo[key] = priced
         return priced
 
+    def _baseline_usd(self, row: dict, usage: dict, cost_usd: float) -> float:
+        """What the call would have cost without the router: its usage on the model asked for (else its cost)."""
+        asked = row.get("_asked_model")
+        if asked is None or not usage:
+            return cost_usd
+        try:
+            return price_usage_exact(row["provider"], asked, input_tokens=usage["input_tokens"],
+                                     output_tokens=usage["output_tokens"],
+                                     cached_input_tokens=usage["cached_input_tokens"],
+                                     cache_write_tokens=usage["cache_write_tokens"],
+                                     cache_write_1h_tokens=usage["cache_write_1h_tokens"])
+        except (CostlabError, LookupError, ValueError):
+            return cost_usd
+
     def _finish(self, row: dict, t0: float, outside_ms: float) -> float:
         """Close the row's clocks: latency, and the overhead = latency minus upstream and queueing time."""
         latency_ms = (time.perf_counter() - t0) * 1000.0
@@ -448,11 +535,12 @@ class Gateway:
             rest = "/" + request.path_params["rest"]
             if wire is None or not rest.startswith(wire.prefix[len(provider) + 1:]):
                 return JSONResponse({"error": {"message": f"no such endpoint {request.url.path}"}}, status_code=404)
-            path = wire.match(rest[len(wire.prefix) - len(provider) - 1:])
-            if path is None:
+            path = rest[len(wire.prefix) - len(provider) - 1:]
+            served = wire.match(path)
+            if served is None:
                 return JSONResponse(wire.error(404, f"the gateway has no endpoint {request.url.path}"),
                                     status_code=404)
-            return await self.handle(request, wire, path)
+            return await self.handle(request, served, path)
 
         async def healthz(request: Request):
             self.store.spent("class", today())
@@ -484,3 +572,12 @@ class Gateway:
         if self.prefix:      # the same endpoints under the hub's service prefix, and at the root
             routes = [Mount(self.prefix, routes=list(routes)), *routes]
         return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _error_message(text: str) -> str:
+    """The message of a provider's JSON error body (`error.message` in all three), else the text itself."""
+    try:
+        error = json.loads(text).get("error")
+        return str(error.get("message")) if isinstance(error, dict) and error.get("message") else text
+    except (ValueError, AttributeError):
+        return text

@@ -22,11 +22,25 @@ key_env = "OPENAI_API_KEY"      # the instructor's key is read from this variabl
 [[pipeline]]                    # the very fields a scenario's stage takes
 stage = "cache"
 ttl_s = 600
+
+[[pipeline]]
+stage = "retry"
+fallback = true                 # when the provider's upstreams give up, try the next ones...
+fallback_models = ["anthropic/claude-haiku-4-5"]   # ...then these (gateway only; translated)
 ```
 
 Stages that make sense on live traffic are `cache`, `dedup`, `rate_limit`, `budget`,
 `retry` and the gateway's own `output_cap`; any other stage is refused in one line. Several
 `[[upstreams]]` of one provider are tried in order when `retry` has `fallback = true`.
+`fallback_models` (gateway only, in the retry table, needs `fallback = true`) names
+`provider/model` targets tried in order after those: a non-streaming, text-only chat is
+translated to the target's format and its answer back to the caller's; a stream, or a
+request with anything else (tools, images, the Responses API), falls back within its provider only.
+
+`router` takes `strategy = "cheapest"` only (the others need the simulator's latency and
+quality models) and a gateway-only `models = ["openai/gpt-4o-mini", ...]`: each request goes
+to the cheapest listed model of its own provider whose context window holds it, priced as its
+worst case (prompt plus max_tokens) with genai-prices.
 """
 
 from __future__ import annotations
@@ -36,12 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.config import Table, did_you_mean
-from lab.errors import ScenarioError
-from lab.pricing import PROVIDERS
+from lab.errors import CostlabError, ScenarioError
+from lab.pricing import PROVIDERS, model_prices
 from lab.stages import STAGES, parse_stage
 
 #: stages the gateway serves live; the rest model the world or need the simulator's clock
-LIVE_STAGES = ("cache", "dedup", "rate_limit", "budget", "retry", "output_cap")
+LIVE_STAGES = ("cache", "dedup", "rate_limit", "budget", "retry", "output_cap", "router")
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com",
                      "google": "https://generativelanguage.googleapis.com"}
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "google": "GEMINI_API_KEY"}
@@ -81,6 +95,8 @@ class GatewayConfig:
     class_limits: Limits = Limits()
     learner_defaults: Limits = Limits()
     pipeline: tuple = ()
+    fallback_models: tuple[tuple[str, str], ...] = ()   # (provider, model) after the caller's upstreams
+    route_models: tuple[tuple[str, str], ...] = ()      # (provider, model) the router may pick from
     hub_api_url: str | None = None       # JupyterHub's API: learners may use their hub token
     path: str = "<gateway>"
 
@@ -123,7 +139,10 @@ def config_from_dict(data: dict, path: str = "<gateway>") -> GatewayConfig:
         t.done()
     if not upstreams:
         top.fail("upstreams", "give at least one [[upstreams]] table (provider, base_url, key_env)")
-    pipeline = tuple(_stage(t) for t in top.tables("pipeline", []))
+    tables = top.tables("pipeline", [])
+    fallback_models = next((_fallback_models(t, upstreams) for t in tables if t.data.get("stage") == "retry"), ())
+    route_models = next((_targets(t, "models", upstreams) for t in tables if t.data.get("stage") == "router"), ())
+    pipeline = tuple(_stage(t) for t in tables)
     names = [s.stage for s in pipeline]
     for name in set(names):
         if names.count(name) > 1:
@@ -131,7 +150,7 @@ def config_from_dict(data: dict, path: str = "<gateway>") -> GatewayConfig:
     config = GatewayConfig(host=host, port=port, store=store, default_max_tokens=default_max, upstreams=upstreams,
                            class_limits=_limits(_section(top, "class")),
                            learner_defaults=_limits(_section(top, "learners")), pipeline=pipeline,
-                           hub_api_url=hub, path=path)
+                           fallback_models=fallback_models, route_models=route_models, hub_api_url=hub, path=path)
     top.done()
     return config
 
@@ -147,6 +166,34 @@ def _limits(t: Table) -> Limits:
                     rpm=t.number("rpm", None, min=0.0, strict_min=True))
     t.done()
     return limits
+
+
+def _fallback_models(t: Table, upstreams: dict) -> tuple[tuple[str, str], ...]:
+    """The retry table's gateway-only `fallback_models`; they need `fallback = true`."""
+    targets = _targets(t, "fallback_models", upstreams)
+    if targets and t.data.get("fallback") is not True:
+        t.fail("fallback_models", "falling back to other models needs fallback = true in the same table")
+    return targets
+
+
+def _targets(t: Table, key: str, upstreams: dict) -> tuple[tuple[str, str], ...]:
+    """A gateway-only list `key = ["provider/model", ...]`, each priced by genai-prices and with an upstream."""
+    raw = t.raw(key, [])
+    if not isinstance(raw, list) or not all(isinstance(x, str) and x.count("/") == 1 for x in raw):
+        t.fail(key, 'expected a list of "provider/model" strings, e.g. ["anthropic/claude-haiku-4-5"]')
+    out = []
+    for target in raw:
+        provider, model = target.split("/")
+        if provider not in PROVIDERS:
+            t.fail(key, f"{target!r}: provider expected one of {', '.join(PROVIDERS)}")
+        if provider not in upstreams:
+            t.fail(key, f"{target!r}: give an [[upstreams]] table for {provider}")
+        try:
+            model_prices(provider, model)
+        except CostlabError as exc:
+            t.fail(key, f"{target!r}: {exc}")
+        out.append((provider, model))
+    return tuple(out)
 
 
 def _stage(t: Table):
@@ -165,6 +212,11 @@ def _stage(t: Table):
         t.fail("action", f"{config.action!r} needs the simulator; the gateway's budget does 'reject' or 'warn'")
     if name == "budget" and config.per == "feature":
         t.fail("per", "the gateway's budget is per 'tenant' (learner) or 'all'")
+    if name == "router" and config.strategy != "cheapest":
+        t.fail("strategy", f"{config.strategy!r} needs the simulator's latency and quality models; "
+                           "the gateway's router does 'cheapest'")
+    if name == "router" and not t.data.get("models"):
+        t.fail("models", 'give the models the router may pick from, e.g. ["openai/gpt-4o-mini", "openai/gpt-4.1-nano"]')
     if name == "cache" and config.policy == "lfu":
         t.fail("policy", "the live cache is 'lru' or 'fifo'")
     if name == "cache" and (config.capacity_tokens or config.dynamic_ttl or config.xfetch_beta):

@@ -1,7 +1,7 @@
 """A local fake of the OpenAI, Anthropic and Gemini HTTP APIs, for tests and offline lessons.
 
 `FakeProviderServer` is a stdlib `ThreadingHTTPServer` on 127.0.0.1 that answers
-`POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic) and
+`POST /v1/chat/completions` and `POST /v1/responses` (OpenAI), `POST /v1/messages` (Anthropic) and
 `POST /v1beta/models/{model}:generateContent` (Gemini) in the providers' own JSON shapes,
 so the official SDKs run unchanged against it. What it returns is deterministic:
 
@@ -309,6 +309,51 @@ class OpenAIWire:
                           "code": code}}
 
 
+class OpenAIResponsesWire(OpenAIWire):
+    """`POST /v1/responses`: the chat answer (same counting, caching and reply), in the Responses API's shape."""
+
+    def answer(self, server: FakeProviderServer, body: dict, model: str) -> tuple[dict, int]:
+        chat = {"model": body.get("model"), "messages": self.messages(body),
+                "max_completion_tokens": _required_int(body, "max_output_tokens", default=4096)}
+        completion, out = super().answer(server, chat, model)
+        choice, usage = completion["choices"][0], completion["usage"]
+        details = {k: v for k, v in usage["prompt_tokens_details"].items() if k != "audio_tokens"}
+        cut = choice["finish_reason"] == "length"
+        key = completion["id"].removeprefix("chatcmpl-fake")
+        message = {"id": f"msg_fake{key}", "type": "message", "status": "incomplete" if cut else "completed",
+                   "role": "assistant", "content": [{"type": "output_text", "text": choice["message"]["content"],
+                                                     "annotations": [], "logprobs": []}]}
+        response = {
+            "id": f"resp_fake{key}", "object": "response", "created_at": completion["created"],
+            "status": "incomplete" if cut else "completed",
+            "incomplete_details": {"reason": "max_output_tokens"} if cut else None, "error": None,
+            "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+            "model": completion["model"], "output": [message], "parallel_tool_calls": True,
+            "temperature": body.get("temperature", 1.0), "tool_choice": "auto", "tools": [],
+            "top_p": body.get("top_p", 1.0), "text": {"format": {"type": "text"}}, "truncation": "disabled",
+            "usage": {"input_tokens": usage["prompt_tokens"], "input_tokens_details": details,
+                      "output_tokens": out, "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": usage["total_tokens"]},
+        }
+        return response, out
+
+    @staticmethod
+    def messages(body: dict) -> list[dict]:
+        """`instructions` and `input` (a string, or message items of text parts) as chat messages."""
+        items = body.get("input")
+        if isinstance(items, str):
+            items = [{"role": "user", "content": items}]
+        if not isinstance(items, list) or not items:
+            raise WireError(400, "input: expected a string or a non-empty list of input items")
+        messages = [{"role": "system", "content": body["instructions"]}] if body.get("instructions") else []
+        for k, item in enumerate(items):
+            if not isinstance(item, dict) or item.get("type", "message") != "message" or "role" not in item:
+                raise WireError(400, f"input[{k}]: the fake server takes message items only")
+            messages.append({**{key: v for key, v in item.items() if key != "type"},
+                             "content": _text(item.get("content"))})
+        return messages
+
+
 class AnthropicWire:
     """`POST /v1/messages`, with `cache_control` breakpoints (5-minute or 1-hour)."""
 
@@ -429,6 +474,7 @@ class GeminiWire:
 
 
 WIRES = {"openai": OpenAIWire(), "anthropic": AnthropicWire(), "google": GeminiWire()}
+RESPONSES_WIRE = OpenAIResponsesWire()
 
 
 # --------------------------------------------------------------------------- streaming
@@ -444,9 +490,32 @@ def _sse(data: dict, event: str | None = None) -> str:
     return (f"event: {event}\n" if event else "") + f"data: {json.dumps(data)}\n\n"
 
 
+def _responses_events(response: dict) -> list[str]:
+    """A Responses API answer as its typed events: created, the text's deltas, then completed (or incomplete)."""
+    message = response["output"][0]
+    part = message["content"][0]
+    item = {"item_id": message["id"], "output_index": 0}
+    events = [("response.created", {"response": {**response, "status": "in_progress", "output": [], "usage": None,
+                                                 "incomplete_details": None}}),
+              ("response.in_progress", {"response": {**response, "status": "in_progress", "output": [],
+                                                     "usage": None, "incomplete_details": None}}),
+              ("response.output_item.added", {"output_index": 0,
+                                              "item": {**message, "status": "in_progress", "content": []}}),
+              ("response.content_part.added", {**item, "content_index": 0, "part": {**part, "text": ""}})]
+    events += [("response.output_text.delta", {**item, "content_index": 0, "delta": p, "logprobs": []})
+               for p in _pieces(part["text"])]
+    events += [("response.output_text.done", {**item, "content_index": 0, "text": part["text"], "logprobs": []}),
+               ("response.content_part.done", {**item, "content_index": 0, "part": part}),
+               ("response.output_item.done", {"output_index": 0, "item": message}),
+               (f"response.{response['status']}", {"response": response})]
+    return [_sse({"type": kind, "sequence_number": k, **data}, kind) for k, (kind, data) in enumerate(events)]
+
+
 def stream_body(provider: str, response: dict, body: dict) -> bytes:
     """A complete answer as the provider's server-sent events, usage in the final events as the API sends it."""
-    if provider == "openai":
+    if response.get("object") == "response":
+        out = _responses_events(response)
+    elif provider == "openai":
         choice = response["choices"][0]
         head = {k: response[k] for k in ("id", "created", "model", "system_fingerprint")}
         head["object"] = "chat.completion.chunk"
@@ -536,7 +605,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._admin(fake, path)
             return
         stream = None
-        if path == "/v1/chat/completions":
+        if path in ("/v1/chat/completions", "/v1/responses"):
             provider, model = "openai", None
         elif path == "/v1/messages":
             provider, model = "anthropic", None
@@ -546,7 +615,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(404, {"error": {"message": f"the fake server has no endpoint {path}"}})
             return
-        wire = WIRES[provider]
+        wire = RESPONSES_WIRE if path == "/v1/responses" else WIRES[provider]
         try:
             body = self._read_json()
             model = model or str(body.get("model") or "")

@@ -141,8 +141,13 @@ def usage_and_cost(provider: str, response: dict, model: str) -> tuple[Usage, fl
     Prices are those in force at `lab.pricing.PRICE_DATE`, as in the simulation, so a live
     call and its simulated twin are priced alike. A response naming a model genai-prices
     does not know is priced as the requested `model`; if that fails too, a PricingError.
+    An OpenAI Responses API answer (`"object": "response"`, usage as `input_tokens`,
+    `input_tokens_details.cached_tokens`, `output_tokens`) is read by genai-prices' responses mapping.
     """
-    flavor = "chat" if provider == "openai" else "default"
+    if provider == "openai":
+        flavor = "responses" if response.get("object") == "response" else "chat"
+    else:
+        flavor = "default"
     model_key = "modelVersion" if provider == "google" else "model"
     try:
         extracted = extract_usage(response, provider_id=provider, api_flavor=flavor)
