@@ -49,11 +49,13 @@ class Recorder:
                    flush_s=config.flush_s)
 
     def flush(self) -> int:
-        """Finish pending chunks, then copy every unclaimed row; returns the rows appended or found stored."""
+        """Finish pending chunks, then copy the unclaimed rows; returns the rows appended or found stored."""
         with self._lock:
             copied = sum(self._push(chunk) for chunk in self.gateway_store.pending_chunks())
             while chunk := self.gateway_store.claim_chunk(self.run_id, self.flush_rows, self._first_seq):
                 copied += self._push(chunk)
+                if chunk.rows < self.flush_rows:    # all caught up: rows arriving meanwhile wait for the next flush
+                    break
             return copied
 
     def _push(self, chunk: Chunk) -> int:

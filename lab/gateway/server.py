@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 import socket
 import threading
 import time
@@ -51,11 +52,18 @@ def serve(config: GatewayConfig) -> None:
           f"google: /google; /metrics, /healthz); store {_shown(config.store)}{recording}", flush=True)
     if recorder:
         recorder.start()
+    # uvicorn re-raises the SIGTERM it shut down on; as SystemExit the final flush below still runs
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         _server(gateway, config.host, port).run(sockets=[sock])
     finally:
         if recorder:
             recorder.stop()
+
+
+def _exit_on_signal(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _shown(store: str) -> str:
@@ -90,6 +98,7 @@ class BackgroundGateway:
         deadline = time.monotonic() + 10
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
+                self.stop()
                 raise ConfigError("the gateway did not start within 10 s")
             time.sleep(0.01)
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
