@@ -17,16 +17,36 @@ import sys
 import openai
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from conftest import FAKE_KEY, KEY_ENV, gateway_config
 
 import lab.store
 from lab.cli import main
+from lab.db import normalize_url
 from lab.errors import ConfigError
 from lab.gateway import GatewayStore, running
 from lab.gateway.recorder import Recorder
+from lab.gateway.store import metadata as gateway_metadata
 from lab.store import Store
+from lab.store.schema import metadata as store_metadata
 
 CACHE = [{"stage": "cache", "ttl_s": 600}]
+PG_URL = os.environ.get("COSTLAB_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    """A fresh database: a SQLite file, or the scratch PostgreSQL of $COSTLAB_TEST_POSTGRES_URL, wiped."""
+    if request.param == "sqlite":
+        return str(tmp_path / "g.db")
+    if not PG_URL:
+        pytest.skip("set COSTLAB_TEST_POSTGRES_URL to a scratch PostgreSQL database")
+    engine = sa.create_engine(normalize_url(PG_URL))
+    with engine.begin() as conn:
+        for table in [*reversed(gateway_metadata.sorted_tables), *reversed(store_metadata.sorted_tables)]:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table.name} CASCADE")
+    engine.dispose()
+    return PG_URL
 
 
 def _calls(url: str, token: str, n: int, offset: int = 0) -> None:
@@ -97,8 +117,8 @@ class Crash(Exception):
 
 
 @pytest.mark.parametrize("crash_at", ["after_claim", "after_append"])
-def test_a_flush_cut_short_is_finished_after_a_restart_without_doubles(tmp_path, monkeypatch, crash_at):
-    db = str(tmp_path / "g.db")
+def test_a_flush_cut_short_is_finished_after_a_restart_without_doubles(url, monkeypatch, crash_at):
+    db = url
     gstore = GatewayStore(db)
     for row in _rows(25):
         gstore.record(row)
