@@ -6,6 +6,9 @@ host = "127.0.0.1"
 port = 8780
 store = "gateway.db"            # SQLite file (relative to this file) or postgresql://...
 default_max_tokens = 1024       # sent upstream when a request gives none, so its worst case is bounded
+experiment = "gateway"          # the experiment whose recorded run holds every call ("" records none)
+flush_rows = 500                # copy settled rows into that run every this many rows...
+flush_s = 5.0                   # ...or seconds, and on shutdown
 
 [class]
 daily_usd = 20.0                # the whole class, per UTC day
@@ -98,6 +101,9 @@ class GatewayConfig:
     fallback_models: tuple[tuple[str, str], ...] = ()   # (provider, model) after the caller's upstreams
     route_models: tuple[tuple[str, str], ...] = ()      # (provider, model) the router may pick from
     hub_api_url: str | None = None       # JupyterHub's API: learners may use their hub token
+    experiment: str = "gateway"          # its recorded run in the experiment store (the same database)
+    flush_rows: int = 500
+    flush_s: float = 5.0
     path: str = "<gateway>"
 
     def stage(self, name: str):
@@ -129,6 +135,9 @@ def config_from_dict(data: dict, path: str = "<gateway>") -> GatewayConfig:
         store = str((Path(path).parent / store).resolve())
     default_max = g.integer("default_max_tokens", GatewayConfig.default_max_tokens, min=1)
     hub = g.string("hub_api_url", "") or None
+    experiment = g.string("experiment", GatewayConfig.experiment)
+    flush_rows = g.integer("flush_rows", GatewayConfig.flush_rows, min=1)
+    flush_s = g.number("flush_s", GatewayConfig.flush_s, min=0.0, strict_min=True)
     g.done()
     upstreams = {}
     for t in top.tables("upstreams", []):
@@ -150,7 +159,8 @@ def config_from_dict(data: dict, path: str = "<gateway>") -> GatewayConfig:
     config = GatewayConfig(host=host, port=port, store=store, default_max_tokens=default_max, upstreams=upstreams,
                            class_limits=_limits(_section(top, "class")),
                            learner_defaults=_limits(_section(top, "learners")), pipeline=pipeline,
-                           fallback_models=fallback_models, route_models=route_models, hub_api_url=hub, path=path)
+                           fallback_models=fallback_models, route_models=route_models, hub_api_url=hub,
+                           experiment=experiment, flush_rows=flush_rows, flush_s=flush_s, path=path)
     top.done()
     return config
 

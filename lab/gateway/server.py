@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 import socket
 import threading
 import time
@@ -11,6 +12,7 @@ import time
 from lab.errors import ConfigError
 from lab.gateway.app import Gateway
 from lab.gateway.config import GatewayConfig
+from lab.gateway.recorder import Recorder
 
 BACKLOG = 2048
 
@@ -39,13 +41,29 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def serve(config: GatewayConfig) -> None:
-    """Serve until interrupted (Ctrl-C), on the host and port the config names."""
+    """Serve until interrupted (Ctrl-C or SIGTERM), on the host and port the config names; every call
+    also lands in the recorded run of the config's experiment (flushed once more on the way out)."""
     gateway = Gateway(config)
     sock = _listen(config.host, config.port)
     host, port = sock.getsockname()[:2]
+    recorder = Recorder.for_config(gateway.store, config)
+    recording = f"; recorded run {recorder.run_id} of experiment {config.experiment!r}" if recorder else ""
     print(f"costlab gateway on http://{host}:{port}  (openai: /openai/v1, anthropic: /anthropic, "
-          f"google: /google; /metrics, /healthz); store {_shown(config.store)}", flush=True)
-    _server(gateway, config.host, port).run(sockets=[sock])
+          f"google: /google; /metrics, /healthz); store {_shown(config.store)}{recording}", flush=True)
+    if recorder:
+        recorder.start()
+    # uvicorn re-raises the SIGTERM it shut down on; as SystemExit the final flush below still runs
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        _server(gateway, config.host, port).run(sockets=[sock])
+    finally:
+        if recorder:
+            recorder.stop()
+
+
+def _exit_on_signal(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _shown(store: str) -> str:
@@ -56,16 +74,22 @@ def _shown(store: str) -> str:
 class BackgroundGateway:
     """A gateway on 127.0.0.1 (an ephemeral port) in a background thread, for tests and lessons.
 
-    `start()` returns it with `.url` and `.gateway` set; `stop()` ends it. As a context manager,
+    `start()` returns it with `.url`, `.gateway` and `.recorder` (None when the config's experiment
+    is "") set; `stop()` ends it and flushes the ledger into the recorded run. As a context manager,
     `running(config)` yields `(url, gateway)`.
     """
 
     def __init__(self, config: GatewayConfig, gateway: Gateway | None = None):
+        self.config = config
         self.gateway = gateway or Gateway(config)
         self.url: str | None = None
+        self.recorder: Recorder | None = None
         self._server = self._thread = self._sock = None
 
     def start(self) -> BackgroundGateway:
+        self.recorder = Recorder.for_config(self.gateway.store, self.config)
+        if self.recorder:
+            self.recorder.start()
         self._sock = _listen("127.0.0.1", 0)
         self._server = _server(self.gateway, "127.0.0.1", 0)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
@@ -74,6 +98,7 @@ class BackgroundGateway:
         deadline = time.monotonic() + 10
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
+                self.stop()
                 raise ConfigError("the gateway did not start within 10 s")
             time.sleep(0.01)
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
@@ -85,6 +110,9 @@ class BackgroundGateway:
             self._thread.join(timeout=10)
             self._sock.close()
             self._server = None
+        if self.recorder is not None:
+            self.recorder.stop()
+            self.recorder = None
 
 
 @contextlib.contextmanager

@@ -1,29 +1,28 @@
 """Where the gateway keeps what must outlive a process: learners (token hashes), spend and the ledger.
 
 One SQLite file (WAL) for a single gateway, or one PostgreSQL database shared by several
-gateway processes behind one address: budgets are rows, and a reservation is one
-conditional UPDATE per limit inside one transaction, so no two processes can both take
-the last cents. Spend is *reserved* at the request's worst case before the upstream call,
-*settled* on the billed cost together with the ledger row (one transaction: a row is never
-lost or written twice), or *released* when the call fails.
-
-The experiment store (`lab.store`, being built alongside) is meant to hold these rows too;
-until it lands, every ledger row goes through `GatewayStore.insert_row`, the one place to
-point at it.
+gateway processes behind one address, opened through `lab.db` like every costlab database.
+Budgets are rows, and a reservation is one conditional UPDATE per limit inside one
+transaction, so no two processes can both take the last cents. Spend is *reserved* at the
+request's worst case before the upstream call, *settled* on the billed cost together with the
+ledger row (one transaction: a row is never lost or written twice), or *released* when the call
+fails. Settled rows are then claimed in chunks (`claim_chunk`) for the experiment store's
+recorded run (`lab.gateway.recorder`): `gateway_ledger.chunk` and `gateway_flush` are the
+watermark that lets a crashed flush be finished after a restart without doubling a row.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+import sqlalchemy as sa
 
+from lab.db import insert_ignore, open_engine, reader, retrying
 from lab.errors import ConfigError
 
 TOKEN_PREFIX = "clab_"
@@ -36,19 +35,45 @@ _TEXT = {"request_id", "tenant", "feature", "provider", "model", "outcome", "lea
 _INT = {"input_tokens", "cached_input_tokens", "output_tokens", "cache", "dedup", "rate_limit", "budget", "retry",
         "output_cap", "status", "cache_write_tokens"}
 EPS_USD = 1e-12
+#: the advisory lock PostgreSQL serialises schema set-up and chunk claims on ("clab_gw" in ASCII)
+PG_LOCK_KEY = 0x636C61625F6777
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS learners (name TEXT PRIMARY KEY, token_hash TEXT UNIQUE, daily_usd DOUBLE PRECISION,
-       total_usd DOUBLE PRECISION, rpm DOUBLE PRECISION, created_at DOUBLE PRECISION NOT NULL,
-       revoked_at DOUBLE PRECISION, source TEXT NOT NULL)""",
-    # DOUBLE PRECISION: PostgreSQL's REAL is 4 bytes, too coarse for sums of cents
-    """CREATE TABLE IF NOT EXISTS spend (scope TEXT NOT NULL, period TEXT NOT NULL, spent_usd DOUBLE PRECISION NOT NULL,
-       reserved_usd DOUBLE PRECISION NOT NULL, PRIMARY KEY (scope, period))""",
-    "CREATE TABLE IF NOT EXISTS gateway_ledger (" + ", ".join(
-        f"{c} {'TEXT' if c in _TEXT else 'BIGINT' if c in _INT else 'DOUBLE PRECISION'}"
-        + (" PRIMARY KEY" if c == "request_id" else "") for c in LEDGER_COLUMNS) + ")",
-    "CREATE INDEX IF NOT EXISTS gateway_ledger_learner ON gateway_ledger (learner)",
-]
+# sa.Double: PostgreSQL's REAL is 4 bytes, too coarse for sums of cents
+metadata = sa.MetaData()
+learners = sa.Table(
+    "learners", metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("token_hash", sa.Text, unique=True),        # SHA-256 of the token; NULL for hub learners
+    sa.Column("daily_usd", sa.Double), sa.Column("total_usd", sa.Double), sa.Column("rpm", sa.Double),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("revoked_at", sa.Double),
+    sa.Column("source", sa.Text, nullable=False),
+)
+spend = sa.Table(
+    "spend", metadata,
+    sa.Column("scope", sa.Text, primary_key=True),
+    sa.Column("period", sa.Text, primary_key=True),
+    sa.Column("spent_usd", sa.Double, nullable=False),
+    sa.Column("reserved_usd", sa.Double, nullable=False),
+)
+gateway_ledger = sa.Table(
+    "gateway_ledger", metadata,
+    *[sa.Column(c, sa.Text if c in _TEXT else sa.BigInteger if c in _INT else sa.Double,
+                primary_key=c == "request_id") for c in LEDGER_COLUMNS],
+    sa.Column("chunk", sa.BigInteger),                     # NULL: not yet claimed for the experiment store
+)
+sa.Index("gateway_ledger_learner", gateway_ledger.c.learner)
+CHUNK_INDEX = sa.Index("gateway_ledger_chunk", gateway_ledger.c.chunk)
+gateway_flush = sa.Table(
+    "gateway_flush", metadata,
+    sa.Column("chunk", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.Integer, nullable=False),      # the recorded run in the experiment store
+    sa.Column("seq", sa.Integer, nullable=False),         # its chunk number in that run
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("flushed_at", sa.Double),                   # NULL: claimed, not yet known to be stored
+)
+_LEARNER_COLUMNS = (learners.c.name, learners.c.daily_usd, learners.c.total_usd, learners.c.rpm,
+                    learners.c.revoked_at, learners.c.source)
 
 
 def hash_token(token: str) -> str:
@@ -107,66 +132,42 @@ class Refused(Exception):
                          f"{resets_in(limit.period)}. Lower max_tokens or ask your instructor.")
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Ledger rows claimed for the experiment store: gateway chunk `chunk` is chunk `seq` of run `run_id`."""
+
+    chunk: int
+    run_id: int
+    seq: int
+    rows: int
+
+
 class GatewayStore:
     """Learners, spend and ledger rows in SQLite or PostgreSQL (`url`: a path or postgresql://...)."""
 
     def __init__(self, url: str):
         self.url = url
-        self.postgres = url.startswith(("postgresql://", "postgres://"))
-        self._lock = threading.Lock()
-        if self.postgres:
-            import psycopg  # reason: optional driver, only for a shared PostgreSQL store
-            self._conn = psycopg.connect(url, autocommit=False)
-        else:
-            self._conn = sqlite3.connect(url, check_same_thread=False, isolation_level=None, timeout=30)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-        with self._tx() as cur:
-            for statement in SCHEMA:
-                cur.execute(statement)
+        self.engine = open_engine(url, "gateway store")
+        self.postgres = self.engine.dialect.name == "postgresql"
+        self.rows_written = 0          # ledger rows this process wrote (the recorder's cue to flush)
+        with self.engine.begin() as conn:
+            self._lock(conn)
+            metadata.create_all(conn)
+            if "chunk" not in {c["name"] for c in sa.inspect(conn).get_columns("gateway_ledger")}:
+                conn.execute(sa.text("ALTER TABLE gateway_ledger ADD COLUMN chunk BIGINT"))   # a store from before
+                CHUNK_INDEX.create(conn)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.engine.dispose()
 
-    # -- plumbing -------------------------------------------------------------------------
+    def _lock(self, conn: sa.Connection) -> None:
+        """Serialise this transaction with the other gateway processes (SQLite's BEGIN IMMEDIATE already does)."""
+        if self.postgres:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_KEY})
 
-    def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.postgres else sql
-
-    class _Tx:
-        def __init__(self, store: GatewayStore):
-            self.store = store
-
-        def __enter__(self):
-            s = self.store
-            s._lock.acquire()
-            self.cur = s._conn.cursor()
-            if not s.postgres:
-                self.cur.execute("BEGIN IMMEDIATE")
-            return self
-
-        def execute(self, sql: str, params=()):
-            self.cur.execute(self.store._sql(sql), params)
-            return self.cur
-
-        def __exit__(self, kind, exc, tb):
-            s = self.store
-            try:
-                if kind is None:
-                    s._conn.commit() if s.postgres else self.cur.execute("COMMIT")
-                else:
-                    s._conn.rollback() if s.postgres else self.cur.execute("ROLLBACK")
-            finally:
-                self.cur.close()
-                s._lock.release()
-
-    def _tx(self) -> GatewayStore._Tx:
-        return GatewayStore._Tx(self)
-
-    def _query(self, sql: str, params=()) -> list[tuple]:
-        with self._tx() as tx:
-            return tx.execute(sql, params).fetchall()
+    def _query(self, stmt) -> list[sa.Row]:
+        with reader(self.engine) as conn:
+            return list(conn.execute(stmt))
 
     # -- learners ---------------------------------------------------------------------------
 
@@ -175,71 +176,78 @@ class GatewayStore:
         if not name or len(name) > 100 or not name.isprintable():
             raise ConfigError(f"learner name: expected 1-100 printable characters, got {name!r}")
         token = new_token()
-        with self._tx() as tx:
-            if tx.execute("SELECT 1 FROM learners WHERE name = ?", (name,)).fetchone():
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(1).where(learners.c.name == name)).first():
                 raise ConfigError(f"learner {name!r} exists; revoke them first or pick another name")
-            tx.execute("INSERT INTO learners VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
-                       (name, hash_token(token) if source == "token" else None, daily_usd, total_usd, rpm,
-                        time.time(), source))
+            conn.execute(learners.insert().values(
+                name=name, token_hash=hash_token(token) if source == "token" else None, daily_usd=daily_usd,
+                total_usd=total_usd, rpm=rpm, created_at=time.time(), revoked_at=None, source=source))
         return token
 
     def ensure_hub_learner(self, name: str, daily_usd=None, total_usd=None, rpm=None) -> Learner | None:
         """The learner a JupyterHub user is (added with the default limits the first time); None if revoked."""
-        with self._tx() as tx:
-            if not tx.execute("SELECT 1 FROM learners WHERE name = ?", (name,)).fetchone():
-                tx.execute("INSERT INTO learners VALUES (?, NULL, ?, ?, ?, ?, NULL, 'hub')",
-                           (name, daily_usd, total_usd, rpm, time.time()))
+        with self.engine.begin() as conn:
+            conn.execute(insert_ignore(self.engine.dialect.name, learners, {
+                "name": name, "token_hash": None, "daily_usd": daily_usd, "total_usd": total_usd, "rpm": rpm,
+                "created_at": time.time(), "revoked_at": None, "source": "hub"}, ["name"]))
         learner = self.learner(name)
         return None if learner is None or learner.revoked else learner
 
     def revoke(self, name: str) -> None:
-        with self._tx() as tx:
-            if tx.execute("UPDATE learners SET revoked_at = ?, token_hash = NULL WHERE name = ? AND revoked_at IS NULL",
-                          (time.time(), name)).rowcount != 1:
+        with self.engine.begin() as conn:
+            done = conn.execute(learners.update().where((learners.c.name == name) & learners.c.revoked_at.is_(None))
+                                .values(revoked_at=time.time(), token_hash=None))
+            if done.rowcount != 1:
                 raise ConfigError(f"no active learner {name!r}")
 
     def learner(self, name: str) -> Learner | None:
-        rows = self._query("SELECT name, daily_usd, total_usd, rpm, revoked_at, source FROM learners WHERE name = ?",
-                           (name,))
+        rows = self._query(sa.select(*_LEARNER_COLUMNS).where(learners.c.name == name))
         return _learner(rows[0]) if rows else None
 
     def learner_by_token(self, token: str) -> Learner | None:
         """The active learner holding `token`, or None (unknown or revoked)."""
-        rows = self._query("SELECT name, daily_usd, total_usd, rpm, revoked_at, source FROM learners "
-                           "WHERE token_hash = ? AND revoked_at IS NULL", (hash_token(token),))
+        rows = self._query(sa.select(*_LEARNER_COLUMNS).where((learners.c.token_hash == hash_token(token))
+                                                              & learners.c.revoked_at.is_(None)))
         return _learner(rows[0]) if rows else None
 
     def learners(self) -> list[Learner]:
-        rows = self._query("SELECT name, daily_usd, total_usd, rpm, revoked_at, source FROM learners ORDER BY name")
-        return [_learner(r) for r in rows]
+        return [_learner(r) for r in self._query(sa.select(*_LEARNER_COLUMNS).order_by(learners.c.name))]
 
     # -- spend --------------------------------------------------------------------------------
 
     def reserve(self, limits: list[Limit], worst_usd: float) -> None:
         """Hold `worst_usd` on every limit at once, or on none (Refused names the first that is full)."""
-        with self._tx() as tx:
+        with self.engine.begin() as conn:
             for limit in limits:
-                self._ensure_row(tx, limit)
+                conn.execute(insert_ignore(self.engine.dialect.name, spend, {
+                    "scope": limit.scope, "period": limit.period, "spent_usd": 0.0, "reserved_usd": 0.0},
+                    ["scope", "period"]))
+                hold = (spend.update().where(_key(limit))
+                        .values(reserved_usd=spend.c.reserved_usd + worst_usd))
                 if limit.cap_usd is None:
-                    tx.execute("UPDATE spend SET reserved_usd = reserved_usd + ? WHERE scope = ? AND period = ?",
-                               (worst_usd, limit.scope, limit.period))
+                    conn.execute(hold)
                     continue
-                cur = tx.execute("UPDATE spend SET reserved_usd = reserved_usd + ? WHERE scope = ? AND period = ? "
-                                 "AND spent_usd + reserved_usd + ? <= ?",
-                                 (worst_usd, limit.scope, limit.period, worst_usd, limit.cap_usd + EPS_USD))
-                if cur.rowcount != 1:
-                    spent, reserved = tx.execute("SELECT spent_usd, reserved_usd FROM spend WHERE scope = ? "
-                                                 "AND period = ?", (limit.scope, limit.period)).fetchone()
+                fits = spend.c.spent_usd + spend.c.reserved_usd + worst_usd <= limit.cap_usd + EPS_USD
+                if conn.execute(hold.where(fits)).rowcount != 1:
+                    spent, reserved = conn.execute(sa.select(spend.c.spent_usd, spend.c.reserved_usd)
+                                                   .where(_key(limit))).one()
                     raise Refused(limit, worst_usd, limit.cap_usd - spent - reserved)
 
     def settle(self, limits: list[Limit], worst_usd: float, cost_usd: float, row: dict | None) -> None:
         """Replace the hold by the billed cost and write the call's ledger row, in one transaction."""
-        with self._tx() as tx:
-            for limit in limits:
-                tx.execute("UPDATE spend SET reserved_usd = reserved_usd - ?, spent_usd = spent_usd + ? "
-                           "WHERE scope = ? AND period = ?", (worst_usd, cost_usd, limit.scope, limit.period))
-            if row is not None:
-                self.insert_row(tx, row)
+        def attempt() -> bool:
+            with self.engine.begin() as conn:
+                for limit in limits:
+                    conn.execute(spend.update().where(_key(limit)).values(
+                        reserved_usd=spend.c.reserved_usd - worst_usd, spent_usd=spend.c.spent_usd + cost_usd))
+                if row is not None:
+                    self._insert_row(conn, row)
+            return True
+
+        if row is None:
+            attempt()        # no row tells whether a lost commit happened: never retried
+        else:
+            retrying(attempt, lambda: self._has_row(row["request_id"]), "gateway store: could not settle a call")
 
     def release(self, limits: list[Limit], worst_usd: float, row: dict | None = None) -> None:
         """Give back a hold whose call failed (nothing was billed)."""
@@ -247,44 +255,43 @@ class GatewayStore:
 
     def record(self, row: dict) -> None:
         """A ledger row for a call that held no spend (a cache hit, a refusal)."""
-        with self._tx() as tx:
-            self.insert_row(tx, row)
-
-    @staticmethod
-    def _ensure_row(tx, limit: Limit) -> None:
-        tx.execute("INSERT INTO spend VALUES (?, ?, 0, 0) ON CONFLICT (scope, period) DO NOTHING",
-                   (limit.scope, limit.period))
+        self.settle([], 0.0, 0.0, row)
 
     def spent(self, scope: str, period: str) -> tuple[float, float]:
-        rows = self._query("SELECT spent_usd, reserved_usd FROM spend WHERE scope = ? AND period = ?", (scope, period))
+        rows = self._query(sa.select(spend.c.spent_usd, spend.c.reserved_usd)
+                           .where((spend.c.scope == scope) & (spend.c.period == period)))
         return (float(rows[0][0]), float(rows[0][1])) if rows else (0.0, 0.0)
 
     # -- the ledger ------------------------------------------------------------------------------
 
-    def insert_row(self, tx, row: dict) -> None:
-        """The one place a ledger row is written (to point at `lab.store` once it exists)."""
-        tx.execute(f"INSERT INTO gateway_ledger ({', '.join(LEDGER_COLUMNS)}) VALUES "
-                   f"({', '.join('?' * len(LEDGER_COLUMNS))})", tuple(row.get(c) for c in LEDGER_COLUMNS))
+    def _insert_row(self, conn: sa.Connection, row: dict) -> None:
+        """The one place a ledger row is written (the recorder copies it to the experiment store)."""
+        conn.execute(gateway_ledger.insert(), {c: row.get(c) for c in LEDGER_COLUMNS})
+        self.rows_written += 1
+
+    def _has_row(self, request_id: str) -> bool | None:
+        return True if self._query(sa.select(1).where(gateway_ledger.c.request_id == request_id)) else None
 
     def ledger(self, learner: str | None = None) -> pd.DataFrame:
         """The ledger as a DataFrame (the simulation ledger's columns first), optionally one learner's rows."""
-        sql = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM gateway_ledger"
-        rows = self._query(sql + (" WHERE learner = ?" if learner else "") + " ORDER BY t_arrival_s",
-                           (learner,) if learner else ())
-        return pd.DataFrame(rows, columns=list(LEDGER_COLUMNS))
+        q = sa.select(*[gateway_ledger.c[c] for c in LEDGER_COLUMNS]).order_by(gateway_ledger.c.t_arrival_s)
+        if learner:
+            q = q.where(gateway_ledger.c.learner == learner)
+        return pd.DataFrame([tuple(r) for r in self._query(q)], columns=list(LEDGER_COLUMNS))
 
     def usage(self, learner: str | None = None) -> pd.DataFrame:
         """Spend per learner: today, in total, calls, cache hits, and what is left of each cap."""
         day = today()
+        g = gateway_ledger.c
         rows = []
         for person in self.learners():
             if learner and person.name != learner:
                 continue
             spent_today = self.spent(f"learner:{person.name}", day)[0]
             spent_total = self.spent(f"learner:{person.name}", "total")[0]
-            counts = self._query("SELECT COUNT(*), SUM(CASE WHEN outcome = 'cache_hit' THEN 1 ELSE 0 END), "
-                                 "SUM(cost_usd), SUM(baseline_cost_usd) FROM gateway_ledger WHERE learner = ?",
-                                 (person.name,))[0]
+            counts = self._query(sa.select(sa.func.count(), sa.func.sum(sa.case((g.outcome == "cache_hit", 1), else_=0)),
+                                           sa.func.sum(g.cost_usd), sa.func.sum(g.baseline_cost_usd))
+                                 .where(g.learner == person.name))[0]
             rows.append({"learner": person.name, "status": "revoked" if person.revoked else "active", "source": person.source,
                          "calls": int(counts[0] or 0), "cache_hits": int(counts[1] or 0),
                          "spent_today_usd": spent_today, "daily_usd": person.daily_usd,
@@ -292,6 +299,63 @@ class GatewayStore:
                          "saved_usd": float((counts[3] or 0) - (counts[2] or 0))})
         return pd.DataFrame(rows, columns=["learner", "status", "source", "calls", "cache_hits", "spent_today_usd",
                                            "daily_usd", "spent_total_usd", "total_usd", "saved_usd"])
+
+    # -- flushing to the experiment store -----------------------------------------------------------
+
+    def claim_chunk(self, run_id: int, max_rows: int, first_seq: int = 0) -> Chunk | None:
+        """Mark up to `max_rows` unclaimed rows (oldest first) as the next chunk of run `run_id`, or None if none.
+
+        One transaction under the gateways' lock: the chunk's number, its rows and its `gateway_flush`
+        row (pending until `flushed`) are taken together, so no row is ever in two chunks. Its chunk
+        number in the run is at least `first_seq` (the chunks the run already held when it was opened).
+        """
+        def attempt() -> Chunk | None:
+            with self.engine.begin() as conn:
+                self._lock(conn)
+                f = gateway_flush.c
+                chunk = conn.execute(sa.select(sa.func.coalesce(sa.func.max(f.chunk) + 1, 0))).scalar_one()
+                seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(f.seq) + 1, 0))
+                                   .where(f.run_id == run_id)).scalar_one()
+                g = gateway_ledger.c
+                oldest = sa.select(g.request_id).where(g.chunk.is_(None)).order_by(g.t_arrival_s, g.request_id)
+                rows = conn.execute(gateway_ledger.update().where(g.chunk.is_(None) & g.request_id.in_(
+                    oldest.limit(max_rows))).values(chunk=chunk)).rowcount
+                if not rows:
+                    return None
+                claimed = Chunk(int(chunk), int(run_id), max(int(seq), first_seq), int(rows))
+                conn.execute(gateway_flush.insert().values(chunk=claimed.chunk, run_id=claimed.run_id,
+                                                           seq=claimed.seq, rows=claimed.rows, flushed_at=None))
+                return claimed
+
+        return retrying(attempt, lambda: None, "gateway store: could not claim ledger rows")
+
+    def pending_chunks(self) -> list[Chunk]:
+        """Chunks claimed but not yet known to be in the experiment store (a flush cut short), oldest first."""
+        f = gateway_flush.c
+        return [Chunk(int(r.chunk), int(r.run_id), int(r.seq), int(r.rows)) for r in self._query(
+            sa.select(f.chunk, f.run_id, f.seq, f.rows).where(f.flushed_at.is_(None)).order_by(f.chunk))]
+
+    def chunk_rows(self, chunk: int) -> pd.DataFrame:
+        """A chunk's ledger rows in a fixed order and dtypes (counts 0 where NULL, as the simulator's are)."""
+        g = gateway_ledger.c
+        rows = self._query(sa.select(*[g[c] for c in LEDGER_COLUMNS]).where(g.chunk == chunk)
+                           .order_by(g.t_arrival_s, g.request_id))
+        frame = pd.DataFrame([tuple(r) for r in rows], columns=list(LEDGER_COLUMNS))
+        for c in LEDGER_COLUMNS:
+            if c in _INT:
+                frame[c] = frame[c].fillna(0).astype("int64")
+            elif c not in _TEXT:
+                frame[c] = frame[c].astype("float64")
+        return frame
+
+    def flushed(self, chunk: int) -> None:
+        """Record that a chunk is in the experiment store (the watermark moves past it)."""
+        with self.engine.begin() as conn:
+            conn.execute(gateway_flush.update().where(gateway_flush.c.chunk == chunk).values(flushed_at=time.time()))
+
+
+def _key(limit: Limit):
+    return (spend.c.scope == limit.scope) & (spend.c.period == limit.period)
 
 
 def _learner(r) -> Learner:

@@ -184,32 +184,77 @@ class Store:
         """A new recorded run (no scenario): the gateway appends its calls with `append_ledger`."""
         _check_name(experiment, "experiment")
         _check_clean({"note": note, "tags": " ".join(tags)}, None)
-        row = {"kind": "recorded", "scenario_name": name, "scenario_toml": None, "scenario_sha256": None,
-               "scenario_path": "", "seed": None, "requests": 0, "requested": None, "costlab_version": costlab_version(),
-               "prices_as_of": PRICE_DATE.date().isoformat(), "rules_as_of": RULES_AS_OF, "summary": "{}",
-               "wall_s": None, "simulated_s": None, "status": "open"}
-        return self._insert_run(row, experiment, owner or owner_name(), list(tags), note, None)
+        return self._insert_run(self._recorded_row(name), experiment, owner or owner_name(), list(tags), note, None)
 
-    def append_ledger(self, run_id: int, rows: pd.DataFrame, *, chunk_uid: str | None = None) -> int:
+    @staticmethod
+    def _recorded_row(name: str) -> dict:
+        return {"kind": "recorded", "scenario_name": name, "scenario_toml": None, "scenario_sha256": None,
+                "scenario_path": "", "seed": None, "requests": 0, "requested": None,
+                "costlab_version": costlab_version(), "prices_as_of": PRICE_DATE.date().isoformat(),
+                "rules_as_of": RULES_AS_OF, "summary": "{}", "wall_s": None, "simulated_s": None, "status": "open"}
+
+    def open_recorded(self, experiment: str, *, name: str = "", owner: str | None = None) -> int:
+        """The owner's latest recorded run of `experiment`, re-opened for appends, or a new one.
+
+        A gateway calls this when it starts, so a restart carries on the same run. One transaction
+        with the experiment's row locked: gateways starting at once open one run, not one each.
+        """
+        _check_name(experiment, "experiment")
+        who = owner or owner_name()
+        uid = uuid.uuid4().hex
+
+        def attempt() -> int:
+            with self.engine.begin() as conn:
+                exp_id = self._experiment_id(conn, experiment, who, [], "")
+                run_id = conn.execute(sa.select(sa.func.max(runs.c.id)).where(
+                    (runs.c.experiment_id == exp_id) & (runs.c.owner == who) & (runs.c.kind == "recorded"))).scalar()
+                if run_id is not None:
+                    conn.execute(runs.update().where(runs.c.id == run_id).values(status="open"))
+                    return int(run_id)
+                return int(conn.execute(runs.insert().values(
+                    experiment_id=exp_id, run_uid=uid, owner=who, tags="[]", note="", created_at=now_iso(),
+                    ledger_rows=0, **self._recorded_row(name)).returning(runs.c.id)).scalar_one())
+
+        return retrying(attempt, lambda: self._run_id_of(uid), f"store: could not open a run of {experiment!r}")
+
+    def chunks(self, run_id: int) -> int:
+        """How many ledger chunks run `run_id` holds (the next chunk's number)."""
+        with reader(self.engine) as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(ledger_chunks.c.seq) + 1, 0))
+                                    .where(ledger_chunks.c.run_id == int(run_id))).scalar_one())
+
+    def append_ledger(self, run_id: int, rows: pd.DataFrame, *, seq: int | None = None) -> int:
         """Append ledger rows to an open recorded run in one transaction; returns its row count after.
 
         The run's row is locked (PostgreSQL) or the database is (SQLite) while the next chunk
-        number is taken, so concurrent appenders never collide or interleave a chunk.
+        number is taken, so concurrent appenders never collide or interleave a chunk. A caller that
+        numbers its chunks gives `seq`: a chunk already stored under that number with the same
+        `request_id`s is not written again (a flush retried after a crash never doubles a row);
+        one with other rows is a one-line error.
         """
         if not len(rows):
             return self._ledger_rows(run_id)
         _check_clean({"ledger": rows.to_csv(index=False)}, None)
-        blob = _parquet(rows.reset_index(drop=True))
+        frame = rows.reset_index(drop=True)
+        blob = _parquet(frame)
 
         def attempt() -> int:
             with self.engine.begin() as conn:
                 run = conn.execute(sa.select(runs.c.kind, runs.c.status, runs.c.ledger_rows)
                                    .where(runs.c.id == run_id).with_for_update()).first()
+                stored = None if seq is None or run is None else conn.execute(
+                    sa.select(ledger_chunks.c.parquet).where((ledger_chunks.c.run_id == run_id)
+                                                             & (ledger_chunks.c.seq == seq))).scalar()
+                if stored is not None:
+                    if not _frame([stored])["request_id"].equals(frame["request_id"]):
+                        raise ConfigError(f"store: chunk {seq} of run {run_id} holds other rows")
+                    return int(run.ledger_rows)
                 if run is None or run.kind != "recorded" or run.status != "open":
                     raise ConfigError(f"store: run {run_id} is not an open recorded run")
-                seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(ledger_chunks.c.seq) + 1, 0))
-                                   .where(ledger_chunks.c.run_id == run_id)).scalar_one()
-                conn.execute(ledger_chunks.insert().values(run_id=run_id, seq=seq, rows=len(rows), parquet=blob))
+                at = seq if seq is not None else conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.max(ledger_chunks.c.seq) + 1, 0))
+                    .where(ledger_chunks.c.run_id == run_id)).scalar_one()
+                conn.execute(ledger_chunks.insert().values(run_id=run_id, seq=at, rows=len(rows), parquet=blob))
                 total = int(run.ledger_rows) + len(rows)
                 conn.execute(runs.update().where(runs.c.id == run_id).values(ledger_rows=total, requests=total))
                 return total
@@ -217,9 +262,14 @@ class Store:
         return retrying(attempt, lambda: None, f"store: could not append to run {run_id}")
 
     def finish_recorded(self, run_id: int, summary: dict | None = None) -> None:
-        """Close a recorded run (no more appends), storing its summary (by default cost and calls)."""
+        """Close a recorded run (no more appends), storing its summary (by default calls, cost, baseline cost)."""
         led = self.ledger(run_id)
-        summary = summary or {"requests": len(led), "cost_usd": float(led["cost_usd"].sum()) if len(led) else 0.0}
+        if summary is None:
+            cost = float(led["cost_usd"].sum()) if len(led) else 0.0
+            summary = {"requests": len(led), "cost_usd": cost}
+            if "baseline_cost_usd" in led:
+                base = float(led["baseline_cost_usd"].sum())
+                summary.update(baseline_cost_usd=base, reduction_pct=100.0 * (1.0 - cost / base) if base > 0 else 0.0)
         with self.engine.begin() as conn:
             conn.execute(runs.update().where((runs.c.id == run_id) & (runs.c.kind == "recorded"))
                          .values(status="complete", summary=json.dumps(summary)))
