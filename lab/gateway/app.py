@@ -521,10 +521,13 @@ class Gateway:
         m.cost.labels(row["provider"]).inc(row["cost_usd"])
         m.saved.labels(row["provider"]).inc(max(row["baseline_cost_usd"] - row["cost_usd"], 0.0))
         m.overhead.observe(row["overhead_ms"] / 1000.0)
+
+    def _read_budget_left(self) -> None:
+        """The class's daily budget left, read from the store when /metrics is scraped (not on every call)."""
         c = self.config.class_limits
         if c.daily_usd is not None:
             spent, held = self.store.spent("class", today())
-            m.budget_left.labels("day").set(c.daily_usd - spent - held)
+            self.metrics.budget_left.labels("day").set(c.daily_usd - spent - held)
 
     # -- the app -----------------------------------------------------------------------------
 
@@ -547,6 +550,7 @@ class Gateway:
             return JSONResponse({"status": "ok", "providers": sorted(self.config.upstreams)})
 
         async def metrics(request: Request):
+            self._read_budget_left()
             return Response(self.metrics.text(), media_type="text/plain; version=0.0.4")
 
         async def usage(request: Request):

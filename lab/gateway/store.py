@@ -2,8 +2,9 @@
 
 One SQLite file (WAL) for a single gateway, or one PostgreSQL database shared by several
 gateway processes behind one address, opened through `lab.db` like every costlab database.
-Budgets are rows, and a reservation is one conditional UPDATE per limit inside one
-transaction, so no two processes can both take the last cents. Spend is *reserved* at the
+Budgets are rows, and a reservation is one UPDATE of every limit's row and one read-back
+inside one transaction (a row over its cap rolls it back), so no two processes can both take
+the last cents. Spend is *reserved* at the
 request's worst case before the upstream call, *settled* on the billed cost together with the
 ledger row (one transaction: a row is never lost or written twice), or *released* when the call
 fails. Settled rows are then claimed in chunks (`claim_chunk`) for the experiment store's
@@ -35,6 +36,9 @@ _TEXT = {"request_id", "tenant", "feature", "provider", "model", "outcome", "lea
 _INT = {"input_tokens", "cached_input_tokens", "output_tokens", "cache", "dedup", "rate_limit", "budget", "retry",
         "output_cap", "status", "cache_write_tokens"}
 EPS_USD = 1e-12
+#: how long a token's learner is remembered (a revocation from another process takes this long)
+TOKEN_CACHE_S = 2.0
+TOKEN_CACHE_SIZE = 10_000
 #: the advisory lock PostgreSQL serialises schema set-up and chunk claims on ("clab_gw" in ASCII)
 PG_LOCK_KEY = 0x636C61625F6777
 
@@ -150,6 +154,8 @@ class GatewayStore:
         self.engine = open_engine(url, "gateway store")
         self.postgres = self.engine.dialect.name == "postgresql"
         self.rows_written = 0          # ledger rows this process wrote (the recorder's cue to flush)
+        self._rows_made: set[tuple[str, str]] = set()     # spend rows known to exist
+        self._tokens: dict[str, tuple[float, Learner | None]] = {}   # token hash -> (read at, learner)
         with self.engine.begin() as conn:
             self._lock(conn)
             metadata.create_all(conn)
@@ -194,6 +200,7 @@ class GatewayStore:
         return None if learner is None or learner.revoked else learner
 
     def revoke(self, name: str) -> None:
+        self._tokens.clear()
         with self.engine.begin() as conn:
             done = conn.execute(learners.update().where((learners.c.name == name) & learners.c.revoked_at.is_(None))
                                 .values(revoked_at=time.time(), token_hash=None))
@@ -205,10 +212,22 @@ class GatewayStore:
         return _learner(rows[0]) if rows else None
 
     def learner_by_token(self, token: str) -> Learner | None:
-        """The active learner holding `token`, or None (unknown or revoked)."""
-        rows = self._query(sa.select(*_LEARNER_COLUMNS).where((learners.c.token_hash == hash_token(token))
+        """The active learner holding `token`, or None (unknown or revoked).
+
+        Read again after `TOKEN_CACHE_S`: a revocation or a new cap made by another process (the
+        `costlab gateway learner` command) takes effect within that time; one made here, at once.
+        """
+        digest, now = hash_token(token), time.monotonic()
+        cached = self._tokens.get(digest)
+        if cached is not None and now - cached[0] < TOKEN_CACHE_S:
+            return cached[1]
+        rows = self._query(sa.select(*_LEARNER_COLUMNS).where((learners.c.token_hash == digest)
                                                               & learners.c.revoked_at.is_(None)))
-        return _learner(rows[0]) if rows else None
+        learner = _learner(rows[0]) if rows else None
+        if len(self._tokens) >= TOKEN_CACHE_SIZE:
+            self._tokens.clear()
+        self._tokens[digest] = (now, learner)
+        return learner
 
     def learners(self) -> list[Learner]:
         return [_learner(r) for r in self._query(sa.select(*_LEARNER_COLUMNS).order_by(learners.c.name))]
@@ -216,30 +235,46 @@ class GatewayStore:
     # -- spend --------------------------------------------------------------------------------
 
     def reserve(self, limits: list[Limit], worst_usd: float) -> None:
-        """Hold `worst_usd` on every limit at once, or on none (Refused names the first that is full)."""
+        """Hold `worst_usd` on every limit at once, or on none (Refused names the first that is full).
+
+        One UPDATE holds on every row, then one SELECT reads the capped rows back in the same
+        transaction: a row over its cap rolls the whole hold back. The UPDATE takes the rows' write
+        locks (SQLite: the database's, at BEGIN IMMEDIATE), so no other process can hold between them.
+        """
+        keys = self._ensure_rows(limits)
         with self.engine.begin() as conn:
-            for limit in limits:
-                conn.execute(insert_ignore(self.engine.dialect.name, spend, {
-                    "scope": limit.scope, "period": limit.period, "spent_usd": 0.0, "reserved_usd": 0.0},
-                    ["scope", "period"]))
-                hold = (spend.update().where(_key(limit))
-                        .values(reserved_usd=spend.c.reserved_usd + worst_usd))
-                if limit.cap_usd is None:
-                    conn.execute(hold)
-                    continue
-                fits = spend.c.spent_usd + spend.c.reserved_usd + worst_usd <= limit.cap_usd + EPS_USD
-                if conn.execute(hold.where(fits)).rowcount != 1:
-                    spent, reserved = conn.execute(sa.select(spend.c.spent_usd, spend.c.reserved_usd)
-                                                   .where(_key(limit))).one()
-                    raise Refused(limit, worst_usd, limit.cap_usd - spent - reserved)
+            conn.execute(_HOLD, {"keys": keys, "worst": worst_usd})
+            capped = [limit for limit in limits if limit.cap_usd is not None]
+            if not capped:
+                return
+            held = {(r[0], r[1]): float(r[2]) + float(r[3])
+                    for r in conn.execute(_HELD, {"keys": [(x.scope, x.period) for x in capped]})}
+            for limit in capped:
+                total = held[(limit.scope, limit.period)]
+                if total > limit.cap_usd + EPS_USD:
+                    raise Refused(limit, worst_usd, limit.cap_usd - (total - worst_usd))   # rolls back
+
+    def _ensure_rows(self, limits: list[Limit]) -> list[tuple[str, str]]:
+        """The limits' spend rows as keys, each made the first time this process meets it (rows are never deleted)."""
+        keys = list(dict.fromkeys((x.scope, x.period) for x in limits))
+        missing = [k for k in keys if k not in self._rows_made]
+        if missing:
+            with self.engine.begin() as conn:
+                for scope, period in missing:
+                    conn.execute(insert_ignore(self.engine.dialect.name, spend, {
+                        "scope": scope, "period": period, "spent_usd": 0.0, "reserved_usd": 0.0},
+                        ["scope", "period"]))
+            self._rows_made.update(missing)
+        return keys
 
     def settle(self, limits: list[Limit], worst_usd: float, cost_usd: float, row: dict | None) -> None:
         """Replace the hold by the billed cost and write the call's ledger row, in one transaction."""
+        keys = list(dict.fromkeys((x.scope, x.period) for x in limits))
+
         def attempt() -> bool:
             with self.engine.begin() as conn:
-                for limit in limits:
-                    conn.execute(spend.update().where(_key(limit)).values(
-                        reserved_usd=spend.c.reserved_usd - worst_usd, spent_usd=spend.c.spent_usd + cost_usd))
+                if keys:
+                    conn.execute(_SETTLE, {"keys": keys, "worst": worst_usd, "cost": cost_usd})
                 if row is not None:
                     self._insert_row(conn, row)
             return True
@@ -354,8 +389,12 @@ class GatewayStore:
             conn.execute(gateway_flush.update().where(gateway_flush.c.chunk == chunk).values(flushed_at=time.time()))
 
 
-def _key(limit: Limit):
-    return (spend.c.scope == limit.scope) & (spend.c.period == limit.period)
+#: spend rows by (scope, period) keys, an expanding IN; the statements are built once
+_IN_KEYS = sa.tuple_(spend.c.scope, spend.c.period).in_(sa.bindparam("keys", expanding=True))
+_HOLD = spend.update().where(_IN_KEYS).values(reserved_usd=spend.c.reserved_usd + sa.bindparam("worst"))
+_SETTLE = spend.update().where(_IN_KEYS).values(reserved_usd=spend.c.reserved_usd - sa.bindparam("worst"),
+                                                spent_usd=spend.c.spent_usd + sa.bindparam("cost"))
+_HELD = sa.select(spend.c.scope, spend.c.period, spend.c.spent_usd, spend.c.reserved_usd).where(_IN_KEYS)
 
 
 def _learner(r) -> Learner:
