@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import sqlalchemy as sa
 
-from lab.db import insert_ignore, open_engine, reader, retrying
+from lab.db import insert_ignore, open_engine, raw_transaction, reader, retrying
 from lab.errors import ConfigError
 
 TOKEN_PREFIX = "clab_"
@@ -240,15 +240,19 @@ class GatewayStore:
         One UPDATE holds on every row, then one SELECT reads the capped rows back in the same
         transaction: a row over its cap rolls the whole hold back. The UPDATE takes the rows' write
         locks (SQLite: the database's, at BEGIN IMMEDIATE), so no other process can hold between them.
+        Plain SQL on the engine's DBAPI connection (`lab.db.raw_transaction`): this runs on every call.
         """
         keys = self._ensure_rows(limits)
-        with self.engine.begin() as conn:
-            conn.execute(_HOLD, {"keys": keys, "worst": worst_usd})
-            capped = [limit for limit in limits if limit.cap_usd is not None]
+        capped = [x for x in limits if x.cap_usd is not None]
+        with raw_transaction(self.engine) as cur:
+            cur.execute(f"UPDATE spend SET reserved_usd = reserved_usd + ? WHERE {_where(len(keys))}",
+                        (worst_usd, *_flat(keys)))
             if not capped:
                 return
-            held = {(r[0], r[1]): float(r[2]) + float(r[3])
-                    for r in conn.execute(_HELD, {"keys": [(x.scope, x.period) for x in capped]})}
+            wanted = list(dict.fromkeys((x.scope, x.period) for x in capped))
+            held = {(r[0], r[1]): float(r[2]) + float(r[3]) for r in cur.execute(
+                f"SELECT scope, period, spent_usd, reserved_usd FROM spend WHERE {_where(len(wanted))}",
+                _flat(wanted)).fetchall()}
             for limit in capped:
                 total = held[(limit.scope, limit.period)]
                 if total > limit.cap_usd + EPS_USD:
@@ -272,11 +276,14 @@ class GatewayStore:
         keys = list(dict.fromkeys((x.scope, x.period) for x in limits))
 
         def attempt() -> bool:
-            with self.engine.begin() as conn:
+            with raw_transaction(self.engine) as cur:
                 if keys:
-                    conn.execute(_SETTLE, {"keys": keys, "worst": worst_usd, "cost": cost_usd})
+                    cur.execute(f"UPDATE spend SET reserved_usd = reserved_usd - ?, spent_usd = spent_usd + ? "
+                                f"WHERE {_where(len(keys))}", (worst_usd, cost_usd, *_flat(keys)))
                 if row is not None:
-                    self._insert_row(conn, row)
+                    cur.execute(_INSERT_ROW, tuple(row.get(c) for c in LEDGER_COLUMNS))
+            if row is not None:
+                self.rows_written += 1
             return True
 
         if row is None:
@@ -298,11 +305,6 @@ class GatewayStore:
         return (float(rows[0][0]), float(rows[0][1])) if rows else (0.0, 0.0)
 
     # -- the ledger ------------------------------------------------------------------------------
-
-    def _insert_row(self, conn: sa.Connection, row: dict) -> None:
-        """The one place a ledger row is written (the recorder copies it to the experiment store)."""
-        conn.execute(gateway_ledger.insert(), {c: row.get(c) for c in LEDGER_COLUMNS})
-        self.rows_written += 1
 
     def _has_row(self, request_id: str) -> bool | None:
         return True if self._query(sa.select(1).where(gateway_ledger.c.request_id == request_id)) else None
@@ -389,12 +391,17 @@ class GatewayStore:
             conn.execute(gateway_flush.update().where(gateway_flush.c.chunk == chunk).values(flushed_at=time.time()))
 
 
-#: spend rows by (scope, period) keys, an expanding IN; the statements are built once
-_IN_KEYS = sa.tuple_(spend.c.scope, spend.c.period).in_(sa.bindparam("keys", expanding=True))
-_HOLD = spend.update().where(_IN_KEYS).values(reserved_usd=spend.c.reserved_usd + sa.bindparam("worst"))
-_SETTLE = spend.update().where(_IN_KEYS).values(reserved_usd=spend.c.reserved_usd - sa.bindparam("worst"),
-                                                spent_usd=spend.c.spent_usd + sa.bindparam("cost"))
-_HELD = sa.select(spend.c.scope, spend.c.period, spend.c.spent_usd, spend.c.reserved_usd).where(_IN_KEYS)
+def _where(n: int) -> str:
+    """`n` spend rows by key, for the hot path's plain SQL (an OR of primary keys: both databases use the index)."""
+    return " OR ".join(["(scope = ? AND period = ?)"] * n)
+
+
+def _flat(keys: list[tuple[str, str]]) -> tuple:
+    return tuple(v for key in keys for v in key)
+
+
+#: the ledger row as the hot path writes it (the table's columns from LEDGER_COLUMNS; `chunk` stays NULL)
+_INSERT_ROW = f"INSERT INTO gateway_ledger ({', '.join(LEDGER_COLUMNS)}) VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})"
 
 
 def _learner(r) -> Learner:
