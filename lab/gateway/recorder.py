@@ -30,8 +30,8 @@ POLL_S = 0.25
 class Recorder:
     """Copies a gateway store's ledger rows into recorded run `run_id` of `store`, in chunks."""
 
-    def __init__(self, gateway_store: GatewayStore, store: Store, experiment: str, *, flush_rows: int = 500,
-                 flush_s: float = 5.0):
+    def __init__(self, gateway_store: GatewayStore, store: Store, experiment: str, *, flush_rows: int = GatewayConfig.flush_rows,
+                 flush_s: float = GatewayConfig.flush_s):
         self.gateway_store, self.store, self.experiment = gateway_store, store, experiment
         self.flush_rows, self.flush_s = flush_rows, flush_s
         self.run_id = store.open_recorded(experiment, name=RUN_NAME)
