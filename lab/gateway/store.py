@@ -155,7 +155,8 @@ class GatewayStore:
         self.postgres = self.engine.dialect.name == "postgresql"
         self.rows_written = 0          # ledger rows this process wrote (the recorder's cue to flush)
         self._rows_made: set[tuple[str, str]] = set()     # spend rows known to exist
-        self._tokens: dict[str, tuple[float, Learner | None]] = {}   # token hash -> (read at, learner)
+        # token hash (or "hub:NAME") -> (read at, learner)
+        self._tokens: dict[str, tuple[float, Learner | None]] = {}
         with self.engine.begin() as conn:
             self._lock(conn)
             metadata.create_all(conn)
@@ -191,13 +192,21 @@ class GatewayStore:
         return token
 
     def ensure_hub_learner(self, name: str, daily_usd=None, total_usd=None, rpm=None) -> Learner | None:
-        """The learner a JupyterHub user is (added with the default limits the first time); None if revoked."""
+        """The learner a JupyterHub user is (added with the default limits the first time); None if revoked.
+
+        Remembered for `TOKEN_CACHE_S`, as a token's learner is (a revocation here clears it at once).
+        """
+        cached, now = self._tokens.get(f"hub:{name}"), time.monotonic()
+        if cached is not None and now - cached[0] < TOKEN_CACHE_S:
+            return cached[1]
         with self.engine.begin() as conn:
             conn.execute(insert_ignore(self.engine.dialect.name, learners, {
                 "name": name, "token_hash": None, "daily_usd": daily_usd, "total_usd": total_usd, "rpm": rpm,
                 "created_at": time.time(), "revoked_at": None, "source": "hub"}, ["name"]))
         learner = self.learner(name)
-        return None if learner is None or learner.revoked else learner
+        learner = None if learner is None or learner.revoked else learner
+        self._tokens[f"hub:{name}"] = (now, learner)
+        return learner
 
     def revoke(self, name: str) -> None:
         self._tokens.clear()
