@@ -12,8 +12,10 @@ import os
 import re
 import subprocess
 import sys
+import time
 import types
 
+import httpx
 import pytest
 from conftest import FAKE_KEY, KEY_ENV
 from test_gateway_limits import (
@@ -39,6 +41,19 @@ def _wipe(url: str) -> None:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
+def _address(proc: subprocess.Popen, log) -> str:
+    """The URL a starting gateway prints on its first line (read from its log file)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = re.search(r"(http://127\.0\.0\.1:\d+)", log.read_text())
+        if found:
+            return found.group(1)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"the gateway did not start (exit {proc.poll()}):\n{log.read_text()[-4000:]}")
+
+
 @pytest.mark.timeout(600)
 def test_two_gateway_processes_share_the_caps(fake, tmp_path, root):
     _wipe(URL)
@@ -53,12 +68,17 @@ def test_two_gateway_processes_share_the_caps(fake, tmp_path, root):
             config = tmp_path / f"gw{n}.toml"
             config.write_text(f'[gateway]\nport = 0\nstore = "{URL}"\n[[upstreams]]\nprovider = "openai"\n'
                               f'base_url = "{fake.base_url("openai")}"\nkey_env = "{KEY_ENV}"\n')
+            log = tmp_path / f"gw{n}.log"      # a file, not a pipe: a full pipe would stall the gateway
             proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "gateway", "serve", "--config", str(config)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+                                    stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, text=True)
             procs.append(proc)
-            line = proc.stdout.readline()
-            urls.append(re.search(r"(http://127\.0\.0\.1:\d+)", line).group(1))
-        statuses = asyncio.run(_storm(urls, tokens))
+            urls.append(_address(proc, log))
+        try:
+            statuses = asyncio.run(_storm(urls, tokens))
+        except httpx.HTTPError as exc:
+            logs = "\n".join(f"--- gateway {n} (exit {p.poll()}):\n" + (tmp_path / f"gw{n}.log").read_text()[-4000:]
+                             for n, p in enumerate(procs))
+            raise AssertionError(f"the storm failed ({type(exc).__name__}: {exc}); the gateways said:\n{logs}") from exc
     finally:
         for proc in procs:
             proc.terminate()
