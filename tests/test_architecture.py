@@ -8,6 +8,7 @@ its own modules (a registry such as `lab.stages`), never a cycle through the roo
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import json
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from helpers import scenario
 
+import lab.cli
 from lab.providers.base import Provider
 from lab.providers.mock import MockProvider
 from lab.providers.sdk import LiveProvider
@@ -129,10 +131,17 @@ NOT_LOADED_BY_THE_COMMAND = ("pandas", "scipy", "matplotlib", "jinja2", "sqlalch
 
 
 def test_the_costlab_command_loads_no_heavy_library_until_a_command_needs_it():
-    code = ("import json, sys; import lab.cli; lab.cli.build_parser(); "
+    code = ("import json, sys; import lab.cli; lab.cli.build_parser(['run', 'x.toml']); "
             f"print(json.dumps([m for m in {list(NOT_LOADED_BY_THE_COMMAND)!r} if m in sys.modules]))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_command_table_names_every_command_each_group_registers():
+    for group in lab.cli.command_groups():
+        sub = argparse.ArgumentParser().add_subparsers()
+        group.register(sub)
+        assert tuple(sub.choices) == lab.cli.COMMANDS[group.__name__.rpartition(".")[2]], group.__name__
 
 
 def test_mock_and_live_providers_satisfy_the_provider_protocol():

@@ -17,18 +17,38 @@ Every command calls the same public functions a notebook does. Errors a user can
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from lab.cli import gateway, grade, live, playground, report, run, store, sweep, twin
 from lab.errors import CostlabError
 
 EXIT_USAGE = 2
 
-#: the command groups; each adds its subcommands with `register(subparsers)`
-COMMAND_GROUPS = (run, live, twin, report, sweep, grade, store, gateway, playground)
+#: each command group (a module of lab.cli with `register(subparsers)`) and the commands it adds, in
+#: `--help` order. A command imports only its own group, so `costlab run` never loads what `costlab
+#: report` needs (SciPy, Jinja2) or the store's SQLAlchemy; tests/cli check this table against the parsers.
+COMMANDS = {
+    "run": ("run", "demo", "models", "tokens"),
+    "live": ("call", "fake-server"),
+    "twin": ("twin", "project"),
+    "report": ("report",),
+    "sweep": ("sweep",),
+    "grade": ("grade", "grade-all", "leaderboard", "challenges", "class-init"),
+    "store": ("runs", "class"),
+    "gateway": ("gateway",),
+    "playground": ("playground",),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_groups(argv=()) -> list:
+    """The group modules a command line needs: the one naming its command, or all (help, a typo)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    names = [g for g, commands in COMMANDS.items() if first in commands] or list(COMMANDS)
+    return [importlib.import_module(f"lab.cli.{name}") for name in names]
+
+
+def build_parser(argv=()) -> argparse.ArgumentParser:
+    """The `costlab` parser: every group's commands, or only the group `argv`'s command belongs to."""
     p = argparse.ArgumentParser(
         prog="costlab",
         description="costlab: simulate what caching, deduplication, prompt caching and other "
@@ -36,13 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Start with `costlab demo`, then `costlab run scenarios/support-chatbot.toml --json out.json`.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for group in COMMAND_GROUPS:
+    for group in command_groups(argv):
         group.register(sub)
     return p
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:   # a usage error (argparse printed it) or --help: returned like every other outcome

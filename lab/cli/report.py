@@ -9,9 +9,12 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+from lab import twin
+from lab.analysis.kpi import load_kpis
 from lab.cli.args import positive_int
 from lab.errors import ConfigError
 from lab.loader import load_scenario
+from lab.report import build_report, check_output_dir
 
 RECOMMEND_REQUESTS = 20_000    # per what-if run: costs scale to a day, so a shorter window ranks the same pipelines
 PERIODS_S = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
@@ -31,9 +34,6 @@ def _teams(pairs: list[str] | None) -> dict[str, str] | None:
 
 
 def cmd_report(args) -> int:
-    from lab.analysis.kpi import load_kpis  # scipy, jinja2, matplotlib: loaded when a report is made
-    from lab.report import build_report, check_output_dir
-
     check_output_dir(args.out)          # before minutes of simulation, not after
     teams = _teams(args.team)
     kpis = None
@@ -58,8 +58,6 @@ def cmd_report(args) -> int:
 
 def _recommendation(args):
     """For a scenario: the pipeline as configured, each of its stages alone and none, ranked by lab.twin.recommend."""
-    from lab import twin
-
     path = Path(args.source)
     if path.suffix != ".toml":
         return None                      # a ledger cannot be re-run with other pipelines

@@ -48,7 +48,7 @@ def cmd_run(args) -> int:
         write_ledger(result.ledger, args.ledger)
         print(f"ledger ({len(result.ledger):,} rows) written to {args.ledger}")
     if args.save:
-        import lab.store as lab_store  # SQLAlchemy: loaded only to save a run
+        import lab.store as lab_store  # reason: SQLAlchemy and pandas (~45 MB), only for --save (300 MB bar)
 
         store = lab_store.use(args.store)
         run_id = store.save(result, args.save, tags=args.tag, note=args.note, wall_s=wall_s)

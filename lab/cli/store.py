@@ -13,14 +13,14 @@ import sys
 
 import numpy as np
 
+import lab.store as lab_store
 from lab.cli.table import print_table
 from lab.fmt import number, share, usd
+from lab.grading.store import Leaderboard
 from lab.ledger import write_ledger
 
 
-def _store(args):
-    import lab.store as lab_store  # SQLAlchemy: loaded when the store is used
-
+def _store(args) -> lab_store.Store:
     return lab_store.use(args.store)
 
 
@@ -92,8 +92,6 @@ def cmd_export(args) -> int:
 
 def _graded_passes(url: str) -> dict[tuple[str, str], bool]:
     """(student, challenge) -> passed, from the leaderboard in the database at `url` (if it has one)."""
-    from lab.grading.store import Leaderboard
-
     board = Leaderboard(url)
     try:
         subs = board.submissions()

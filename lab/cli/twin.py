@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import tomllib
 
+from lab import twin
 from lab.cli.args import factors, positive_int
 from lab.errors import ConfigError
 from lab.files import write_text_atomic
 from lab.loader import load_scenario, scenario_from_dict
+from lab.projections import project, scale_analysis
+from lab.runs import seed_metrics
 
 DEFAULT_SEEDS = 5
 
@@ -32,8 +35,6 @@ def _positive_seeds(n: int) -> int:
 
 
 def cmd_twin(args) -> int:
-    from lab import twin  # scipy (the fits): loaded when a twin is made
-
     seeds = _positive_seeds(args.seeds)
     provider, model = _split_model(args.model)
     cal = twin.fit(args.trace, args.format, provider=provider, model=model, concurrency=args.concurrency,
@@ -55,9 +56,6 @@ def cmd_twin(args) -> int:
 
 
 def cmd_project(args) -> int:
-    from lab.projections import project, scale_analysis
-    from lab.runs import seed_metrics
-
     seeds = _positive_seeds(args.seeds)
     scenario = load_scenario(args.scenario)
     runs = seed_metrics(scenario, seeds, args.requests, progress=True)

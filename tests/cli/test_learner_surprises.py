@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import lab
 import lab.cli.run
-import lab.runs
+import lab.cli.twin
 from lab import fmt
 from lab.analysis.kpi import load_kpis
 from lab.cli import main
@@ -48,7 +48,7 @@ def _no_simulation(*args, **kwargs):
 ])
 def test_bad_arguments_are_refused_before_any_simulation(argv, monkeypatch, capsys):
     monkeypatch.setattr(lab.cli.run, "simulate", _no_simulation)
-    monkeypatch.setattr(lab.runs, "seed_metrics", _no_simulation)      # `costlab project` imports it when it runs
+    monkeypatch.setattr(lab.cli.twin, "seed_metrics", _no_simulation)
     started = time.monotonic()
     assert main(argv) == 2
     assert "expected" in capsys.readouterr().err
