@@ -43,7 +43,8 @@ def _grader_kwargs(args) -> dict:
             "daily_limit": args.daily_limit}
 
 
-def _print_result(r: dict, out=sys.stdout) -> None:
+def _print_result(r: dict, out=None) -> None:
+    out = sys.stdout if out is None else out     # the stdout of the moment (a test may redirect it)
     student = plain_text(r.get("student"))           # learner-supplied text never reaches the terminal raw
     who = plain_text(r.get("pseudonym") or student)
     print(f"{plain_text(r['challenge'])} · {student} ({who}): score {r['score']:.2f} [{plain_text(r['status'])}]",

@@ -19,7 +19,8 @@ from lab.sim import simulate
 from lab.tokens import count_tokens, tokenizer_note
 
 
-def print_result(result, out=sys.stdout) -> None:
+def print_result(result, out=None) -> None:
+    out = sys.stdout if out is None else out     # the stdout of the moment (a test may redirect it)
     s = result.summary()
     print(f"costlab · {s['scenario']} · seed {s['seed']} · {s['requests']:,} requests over "
           f"{duration(s['simulated_s'])} simulated", file=out)

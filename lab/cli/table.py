@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 
 
-def print_table(rows, headers, out=sys.stdout) -> None:
+def print_table(rows, headers, out=None) -> None:
     """A plain aligned text table: the first column left-aligned, the others right-aligned."""
+    out = sys.stdout if out is None else out     # the stdout of the moment (a test may redirect it)
     rows = [tuple(str(c) for c in r) for r in rows]
     widths = [max(len(str(h)), *(len(r[k]) for r in rows)) if rows else len(str(h)) for k, h in enumerate(headers)]
     line = "  ".join(str(h).ljust(w) if k == 0 else str(h).rjust(w) for k, (h, w) in enumerate(zip(headers, widths)))
