@@ -67,10 +67,7 @@ def stage_and_hide(cfg: dict) -> None:
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, os.path.join(dev, name))
     hidden = cfg["hide"]
-    staged = []     # parents first; a path inside another staged one comes back with its parent's bind
-    for k in sorted({k for k in cfg["keep"] if os.path.isdir(k) and any(under(k, h) for h in hidden)}, key=len):
-        if not any(under(k, parent) for parent in staged):
-            staged.append(k)
+    staged = [k for k in cfg["keep"] if os.path.isdir(k) and any(under(k, h) for h in hidden)]
     os.mkdir(os.path.join(dev, ".keep"), 0o700)
     for i, path in enumerate(staged):
         os.mkdir(os.path.join(dev, ".keep", str(i)))
