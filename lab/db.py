@@ -10,6 +10,7 @@ a writer), and `retrying` re-runs a transaction that lost a lock or a connection
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -86,46 +87,102 @@ def reader(engine: sa.Engine) -> sa.Connection:
     return engine.connect().execution_options(costlab_read=True)
 
 
-class RawCursor:
-    """A DBAPI cursor taking `?` placeholders on every dialect (psycopg's are `%s`)."""
+class RawTransactions:
+    """Short write transactions at the DBAPI level on a connection each thread holds, for a hot path.
 
-    def __init__(self, cursor, dialect: str):
-        self.cursor, self.format = cursor, dialect == "postgresql"
-
-    def execute(self, sql: str, params=()):
-        self.cursor.execute(sql.replace("?", "%s") if self.format else sql, params)
-        return self.cursor
-
-
-@contextmanager
-def raw_transaction(engine: sa.Engine) -> Iterator[RawCursor]:
-    """A write transaction on one of `engine`'s pooled connections, at the DBAPI level.
-
-    For a hot path (the gateway's hold and settlement on every call) where SQLAlchemy's own cost
-    per statement is most of the time. Same practices as `open_engine`'s writers: SQLite takes
-    the write lock at `BEGIN IMMEDIATE`. A driver error is raised as SQLAlchemy's (e.g.
-    `exc.OperationalError`), so `retrying` treats it as it treats the engine's.
+    The gateway's hold and settlement run on every call, where SQLAlchemy's cost per statement and
+    a pool checkout per transaction were most of the time. Same practices as `open_engine`'s
+    writers: SQLite takes the write lock at `BEGIN IMMEDIATE`. SQL takes `?` placeholders on every
+    dialect (psycopg's are `%s`). A driver error is raised as SQLAlchemy's (e.g.
+    `exc.OperationalError`, so `retrying` treats it as it treats the engine's), and the thread's
+    connection is then dropped, so the next transaction starts on a fresh one.
     """
-    dialect = engine.dialect.name
-    conn = engine.raw_connection()
-    cur = conn.cursor()
-    try:
+
+    #: on SQLite, how often a thread of its own moves the WAL into the database file
+    CHECKPOINT_S = 0.5
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self.sqlite = engine.dialect.name == "sqlite"
+        self.error = engine.dialect.loaded_dbapi.Error
+        self._held = threading.local()
+        self._sql: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+
+    def sql(self, text: str) -> str:
+        """`text` with this dialect's placeholders (remembered: the same few statements run on every call)."""
+        out = self._sql.get(text)
+        if out is None:
+            out = self._sql[text] = text if self.sqlite else text.replace("?", "%s")
+        return out
+
+    @contextmanager
+    def begin(self) -> Iterator:
+        """A DBAPI cursor inside one write transaction: committed at the block's end, rolled back on an error."""
+        fairy = getattr(self._held, "fairy", None)
+        if fairy is None:
+            fairy = self._hold()
+        conn = fairy.driver_connection
         try:
-            if dialect == "sqlite":
-                cur.execute("BEGIN IMMEDIATE")
-            yield RawCursor(cur, dialect)
-            cur.execute("COMMIT") if dialect == "sqlite" else conn.commit()
-        except BaseException:
+            cur = conn.cursor()
             try:
-                cur.execute("ROLLBACK") if dialect == "sqlite" else conn.rollback()
+                if self.sqlite:
+                    cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                cur.execute("COMMIT") if self.sqlite else conn.commit()
+            except BaseException:
+                try:
+                    cur.execute("ROLLBACK") if self.sqlite else conn.rollback()
+                except self.error:
+                    pass
+                raise
+            finally:
+                cur.close()
+        except self.error as e:
+            self._held.fairy = None
+            fairy.invalidate()
+            raise exc.DBAPIError.instance(None, None, e, self.error) from e
+
+    def _hold(self):
+        """This thread's connection, checked out once. On SQLite its commits no longer checkpoint the WAL
+        (a checkpoint writes and syncs the database file: tens of ms inside some call's commit);
+        a background thread does that instead, every `CHECKPOINT_S`."""
+        fairy = self._held.fairy = self.engine.raw_connection()
+        if self.sqlite:
+            fairy.driver_connection.execute("PRAGMA wal_autocheckpoint = 0")
+            if self._checkpointer is None:
+                self._checkpointer = threading.Thread(target=_checkpoints, args=(self.engine, self._stop,
+                                                      self.CHECKPOINT_S), name="costlab-checkpoint", daemon=True)
+                self._checkpointer.start()
+        return fairy
+
+    def close(self) -> None:
+        """Give back the calling thread's connection (others go when the engine is disposed); stop checkpointing."""
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=10)
+            self._checkpointer = None
+        fairy = getattr(self._held, "fairy", None)
+        if fairy is not None:
+            self._held.fairy = None
+            fairy.close()
+
+
+def _checkpoints(engine: sa.Engine, stop: threading.Event, every_s: float) -> None:
+    """Move SQLite's WAL into the database file every `every_s` until `stop` (PASSIVE: never waits for a writer)."""
+    conn = engine.raw_connection()
+    try:
+        while not stop.wait(every_s):
+            try:
+                conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except engine.dialect.loaded_dbapi.Error:
-                pass
-            raise
-    except engine.dialect.loaded_dbapi.Error as e:
-        raise exc.DBAPIError.instance(None, None, e, engine.dialect.loaded_dbapi.Error) from e
+                pass   # locked or busy: the next round tries again
+        conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except engine.dialect.loaded_dbapi.Error:
+        pass
     finally:
-        cur.close()
-        conn.close()          # back to the pool
+        conn.close()
 
 
 def insert_ignore(dialect: str, table: sa.Table, values: dict, keys: list[str]):

@@ -23,7 +23,7 @@ from lab.ledger import write_ledger
 if TYPE_CHECKING:
     from lab.gateway import GatewayStore
 
-GATEWAY_EXTRA = ("starlette", "uvicorn", "httpx", "prometheus_client")
+GATEWAY_EXTRA = ("starlette", "uvicorn", "httpx", "httptools", "prometheus_client")
 
 
 def _gateway():
@@ -60,6 +60,10 @@ def cmd_serve(args) -> int:
     config = _gateway().load_config(args.config)
     if args.port is not None:
         config = type(config)(**{**config.__dict__, "port": args.port})
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ConfigError(f"--workers: expected 1 or more processes, got {args.workers}")
+        config = type(config)(**{**config.__dict__, "workers": args.workers})
     _gateway().serve(config)
     return 0
 
@@ -122,6 +126,9 @@ def register(subparsers) -> None:
     s = sub.add_parser("serve", help="serve until Ctrl-C")
     common(s, serve_only=True)
     s.add_argument("--port", type=int, metavar="P", help="override [gateway] port")
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="override [gateway] workers: N processes on the one address (caps and ledger stay "
+                        "exact across them, in the store; each keeps its own response cache)")
     s.set_defaults(func=cmd_serve)
 
     learner = sub.add_parser("learner", help="add, list or revoke learners")

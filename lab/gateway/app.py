@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -35,8 +36,9 @@ from starlette.routing import Mount, Route
 from lab.errors import ConfigError, CostlabError
 from lab.gateway.config import GatewayConfig, Upstream
 from lab.gateway.metrics import GatewayMetrics
-from lab.gateway.stages import Answer, InFlight, LearnerRate, RateLimiter, ResponseCache, request_key
+from lab.gateway.stages import Answer, InFlight, LearnerRate, RateLimiter, ResponseCache, request_keys
 from lab.gateway.store import GatewayStore, Learner, Limit, Refused, today
+from lab.gateway.transport import send, upstream_transport
 from lab.gateway.wire import WIRES, BadRequest, Wire, sse_events
 from lab.pricing import model_prices, price_usage_exact
 from lab.providers.sdk import Usage, scrub, usage_and_cost
@@ -46,6 +48,11 @@ log = logging.getLogger("costlab.gateway")
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
 HUB_CACHE_S = 60.0
 PRICE_MEMO_SIZE = 10_000
+LIMITS_MEMO_SIZE = 10_000
+HUB_TIMEOUT = httpx.Timeout(10.0)
+UPSTREAM_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+#: identity: a streamed answer's bytes go on to the caller as they came, so none may arrive compressed
+UPSTREAM_HEADERS = {"accept": "application/json", "accept-encoding": "identity", "user-agent": "costlab-gateway"}
 NO_RETRY = {"x-should-retry": "false"}   # the OpenAI and Anthropic SDKs then raise at once
 
 
@@ -100,7 +107,8 @@ class Gateway:
         self.hub_cache: dict[str, tuple[float, str | None]] = {}
         self.rng = random.Random()
         self.price_memo: dict[tuple, tuple] = {}
-        self.client: httpx.AsyncClient | None = None
+        self._limits: dict[tuple, list[Limit]] = {}
+        self.transport: httpx.AsyncBaseTransport | None = None
         # run as a JupyterHub service, the hub's proxy forwards /services/NAME/... unchanged, and the
         # hub's API (JUPYTERHUB_API_URL) can vouch for learners' hub tokens unless the config names another
         as_service = bool(env.get("JUPYTERHUB_SERVICE_NAME"))
@@ -113,12 +121,15 @@ class Gateway:
         """Open the upstream connection pool; load the tokenizer and the price data before the first call."""
         get_encoding("o200k_base")
         price_usage_exact("openai", "gpt-4o-mini", input_tokens=1, output_tokens=1)
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0),
-                                        limits=httpx.Limits(max_connections=2000, max_keepalive_connections=500))
+        self.transport = upstream_transport(max_connections=2000)
+        # what is loaded by now (tokenizer, price data, libraries) lives as long as the process: out of
+        # the collector's way, so a full collection walks only what calls and the cache made since
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
+        if self.transport is not None:
+            await self.transport.aclose()
 
     # -- who is calling -------------------------------------------------------------------
 
@@ -141,17 +152,30 @@ class Gateway:
         if cached and cached[0] > now:
             return cached[1]
         try:
-            r = await self.client.get(f"{self.hub_api_url.rstrip('/')}/user",
-                                      headers={"authorization": f"token {token}"}, timeout=10.0)
-            name = r.json().get("name") if r.status_code == 200 else None
+            r = await send(self.transport, "GET", f"{self.hub_api_url.rstrip('/')}/user",
+                           headers={"authorization": f"token {token}"}, timeout=HUB_TIMEOUT)
+            try:
+                name = json.loads(await r.aread()).get("name") if r.status_code == 200 else None
+            finally:
+                await r.aclose()
         except (httpx.HTTPError, ValueError, AttributeError):
             name = None
         self.hub_cache[token] = (now + HUB_CACHE_S, name)
         return name
 
     def limits(self, learner: Learner) -> list[Limit]:
-        """Every spend row a call of `learner` counts against, capped or not."""
-        day, c, name = today(), self.config.class_limits, learner.name
+        """Every spend row a call of `learner` counts against, capped or not (made once per learner and UTC day)."""
+        day = today()
+        key = (learner, day)
+        made = self._limits.get(key)
+        if made is None:
+            if len(self._limits) >= LIMITS_MEMO_SIZE:
+                self._limits.clear()
+            made = self._limits[key] = self._make_limits(learner, day)
+        return made
+
+    def _make_limits(self, learner: Learner, day: str) -> list[Limit]:
+        c, name = self.config.class_limits, learner.name
         out = [Limit(f"learner:{name}", day, learner.daily_usd, f"learner {name}'s daily cap"),
                Limit(f"learner:{name}", "total", learner.total_usd, f"learner {name}'s total cap")]
         b = self.budget
@@ -224,8 +248,8 @@ class Gateway:
         if stream:
             wire.prepare_stream(body)
         shared = bool(self.cache and self.cache.config.shared) or bool(self.dedup and self.dedup.config.shared)
-        key = request_key(wire.provider, path, body, None if shared else learner.name)
-        row["prompt"] = request_key(wire.provider, path, body, None)[:32]
+        key, prompt = request_keys(wire.provider, path, body, (None if shared else learner.name, None))
+        row["prompt"] = prompt[:32]
         waited_s = 0.0
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -432,22 +456,23 @@ class Gateway:
         """
         r = self.retry
         max_attempts = r.max_attempts if r else 1
-        query = {k: v for k, v in request.query_params.items() if k != "key"}   # empty: no params (httpx: 25 us less)
+        query = {k: v for k, v in request.query_params.items() if k != "key"}
         extra = {h: request.headers[h] for h in ("anthropic-version", "anthropic-beta") if h in request.headers}
         service_s, attempts, failure = 0.0, 0, None
         tries = [(leg, upstream) for leg in legs for upstream in leg.upstreams]
         for k, (leg, upstream) in enumerate(tries):
             content = json.dumps(leg.body).encode()
-            headers = {"content-type": "application/json", **(extra if leg.native else leg.wire.chat_headers),
+            headers = {**UPSTREAM_HEADERS, "content-type": "application/json",
+                       **(extra if leg.native else leg.wire.chat_headers),
                        **leg.wire.upstream_headers(self.keys[upstream])}
             for attempt in range(max_attempts):
                 attempts += 1
                 started = time.perf_counter()
                 response = None
                 try:
-                    response = await self.client.send(self.client.build_request(
-                        "POST", upstream.base_url + leg.path, content=content, params=(query or None) if leg.native else None,
-                        headers=headers), stream=True)
+                    response = await send(self.transport, "POST", upstream.base_url + leg.path, content=content,
+                                          params=query if leg.native else None, headers=headers,
+                                          timeout=UPSTREAM_TIMEOUT)
                 except httpx.HTTPError as exc:
                     failure = Refusal(502, f"the {leg.wire.provider} upstream could not be reached "
                                            f"({type(exc).__name__})", outcome="error")

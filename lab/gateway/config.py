@@ -9,6 +9,7 @@ default_max_tokens = 1024       # sent upstream when a request gives none, so it
 experiment = "gateway"          # the experiment whose recorded run holds every call ("" records none)
 flush_rows = 5000               # copy settled rows into that run every this many rows...
 flush_s = 30.0                  # ...or seconds, and on shutdown
+workers = 1                     # processes sharing the address (caps and ledger in the store; caches per process)
 
 [class]
 daily_usd = 20.0                # the whole class, per UTC day
@@ -105,6 +106,7 @@ class GatewayConfig:
     # a flush costs ~55 us a row in a burst that holds the GIL: few large ones keep the calls' tail short
     flush_rows: int = 5000
     flush_s: float = 30.0
+    workers: int = 1                     # processes accepting on the one address (pre-forked)
     path: str = "<gateway>"
 
     def stage(self, name: str):
@@ -139,6 +141,7 @@ def config_from_dict(data: dict, path: str = "<gateway>") -> GatewayConfig:
     experiment = g.string("experiment", GatewayConfig.experiment)
     flush_rows = g.integer("flush_rows", GatewayConfig.flush_rows, min=1)
     flush_s = g.number("flush_s", GatewayConfig.flush_s, min=0.0, strict_min=True)
+    workers = g.integer("workers", GatewayConfig.workers, min=1)
     g.done()
     upstreams = {}
     for t in top.tables("upstreams", []):
@@ -161,7 +164,8 @@ def config_from_dict(data: dict, path: str = "<gateway>") -> GatewayConfig:
                            class_limits=_limits(_section(top, "class")),
                            learner_defaults=_limits(_section(top, "learners")), pipeline=pipeline,
                            fallback_models=fallback_models, route_models=route_models, hub_api_url=hub,
-                           experiment=experiment, flush_rows=flush_rows, flush_s=flush_s, path=path)
+                           experiment=experiment, flush_rows=flush_rows, flush_s=flush_s, workers=workers,
+                           path=path)
     top.done()
     return config
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -22,7 +24,7 @@ def _server(gateway: Gateway, host: str, port: int):
 
     # no access log: a Gemini SDK puts its key (here, the learner's token) in the query string
     config = uvicorn.Config(gateway.app(), host=host, port=port, access_log=False, log_level="warning",
-                            lifespan="on", timeout_keep_alive=30, backlog=BACKLOG)
+                            lifespan="on", timeout_keep_alive=30, backlog=BACKLOG, http="httptools")
     return uvicorn.Server(config)
 
 
@@ -42,24 +44,102 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def serve(config: GatewayConfig) -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM), on the host and port the config names; every call
-    also lands in the recorded run of the config's experiment (flushed once more on the way out)."""
-    gateway = Gateway(config)
+    also lands in the recorded run of the config's experiment (flushed once more on the way out).
+
+    With `workers = N` the listening socket is made here and N forked processes accept on it: one
+    address, N cores. Caps, spend and the ledger are rows in the store, so they hold across the
+    processes; the response cache, dedup and rpm buckets are each process's own. Only the first
+    worker runs the recorder (it copies every process's rows, which are all in the store).
+    """
+    gateway = Gateway(config)            # keys and store checked (and its tables made) before any fork
     sock = _listen(config.host, config.port)
     host, port = sock.getsockname()[:2]
-    recorder = Recorder.for_config(gateway.store, config)
-    recording = f"; recorded run {recorder.run_id} of experiment {config.experiment!r}" if recorder else ""
+    workers = f"; {config.workers} worker processes" if config.workers > 1 else ""
+    if config.workers > 1:
+        gateway.store.close()           # no database connection crosses a fork
+        recording = f"; recorded in experiment {config.experiment!r}" if config.experiment else ""
+    else:
+        recorder = Recorder.for_config(gateway.store, config)
+        recording = f"; recorded run {recorder.run_id} of experiment {config.experiment!r}" if recorder else ""
     print(f"costlab gateway on http://{host}:{port}  (openai: /openai/v1, anthropic: /anthropic, "
-          f"google: /google; /metrics, /healthz); store {_shown(config.store)}{recording}", flush=True)
+          f"google: /google; /metrics, /healthz); store {_shown(config.store)}{recording}{workers}", flush=True)
+    if config.workers > 1:
+        _supervise([_fork(lambda i=i: _run(Gateway(config), config, sock, record=i == 0))
+                    for i in range(config.workers)])
+    else:
+        _run(gateway, config, sock, recorder=recorder)
+
+
+def _run(gateway: Gateway, config: GatewayConfig, sock: socket.socket, *, record: bool = True,
+         recorder: Recorder | None = None) -> None:
+    """One process's server on `sock`, with its recorder (if it is the one that records)."""
+    if recorder is None and record:
+        recorder = Recorder.for_config(gateway.store, config)
     if recorder:
         recorder.start()
     # uvicorn re-raises the SIGTERM it shut down on; as SystemExit the final flush below still runs
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        _server(gateway, config.host, port).run(sockets=[sock])
+        _server(gateway, config.host, sock.getsockname()[1]).run(sockets=[sock])
     finally:
         if recorder:
             recorder.stop()
+
+
+def _fork(work) -> int:
+    """A child process running `work()`; it exits 0 when work returns or stops on a signal, else 1."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        work()
+        code = 0
+    except SystemExit as exc:
+        code = 0 if exc.code in (None, 0, 128 + signal.SIGTERM, 128 + signal.SIGINT) else 1
+    except KeyboardInterrupt:
+        code = 0
+    except BaseException:     # noqa: BLE001 — the child's last words, then its exit code
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _supervise(children: list[int]) -> None:
+    """Wait for the workers; SIGTERM or Ctrl-C stops them all, and so does one of them ending on its own."""
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    failed = False
+    left = set(children)
+    while left:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        left.discard(pid)
+        failed |= os.waitstatus_to_exitcode(status) != 0
+        if not stopping:
+            print(f"costlab gateway: worker {pid} ended; stopping the others", file=sys.stderr, flush=True)
+            stop()
+    if failed:
+        raise SystemExit(1)
 
 
 def _exit_on_signal(signum, _frame) -> None:

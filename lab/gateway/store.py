@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import sqlalchemy as sa
 
-from lab.db import insert_ignore, open_engine, raw_transaction, reader, retrying
+from lab.db import RawTransactions, insert_ignore, open_engine, reader, retrying
 from lab.errors import ConfigError
 
 TOKEN_PREFIX = "clab_"
@@ -153,6 +153,7 @@ class GatewayStore:
         self.url = url
         self.engine = open_engine(url, "gateway store")
         self.postgres = self.engine.dialect.name == "postgresql"
+        self.hot = RawTransactions(self.engine)
         self.rows_written = 0          # ledger rows this process wrote (the recorder's cue to flush)
         self._rows_made: set[tuple[str, str]] = set()     # spend rows known to exist
         # token hash (or "hub:NAME") -> (read at, learner)
@@ -165,6 +166,7 @@ class GatewayStore:
                 CHUNK_INDEX.create(conn)
 
     def close(self) -> None:
+        self.hot.close()
         self.engine.dispose()
 
     def _lock(self, conn: sa.Connection) -> None:
@@ -246,26 +248,21 @@ class GatewayStore:
     def reserve(self, limits: list[Limit], worst_usd: float) -> None:
         """Hold `worst_usd` on every limit at once, or on none (Refused names the first that is full).
 
-        One UPDATE holds on every row, then one SELECT reads the capped rows back in the same
+        One `UPDATE ... RETURNING` holds on every row and reads the rows back in the same
         transaction: a row over its cap rolls the whole hold back. The UPDATE takes the rows' write
         locks (SQLite: the database's, at BEGIN IMMEDIATE), so no other process can hold between them.
-        Plain SQL on the engine's DBAPI connection (`lab.db.raw_transaction`): this runs on every call.
+        Plain SQL on a held DBAPI connection (`lab.db.RawTransactions`): this runs on every call.
         """
         keys = self._ensure_rows(limits)
-        capped = [x for x in limits if x.cap_usd is not None]
-        with raw_transaction(self.engine) as cur:
-            cur.execute(f"UPDATE spend SET reserved_usd = reserved_usd + ? WHERE {_where(len(keys))}",
-                        (worst_usd, *_flat(keys)))
-            if not capped:
-                return
-            wanted = list(dict.fromkeys((x.scope, x.period) for x in capped))
-            held = {(r[0], r[1]): float(r[2]) + float(r[3]) for r in cur.execute(
-                f"SELECT scope, period, spent_usd, reserved_usd FROM spend WHERE {_where(len(wanted))}",
-                _flat(wanted)).fetchall()}
-            for limit in capped:
-                total = held[(limit.scope, limit.period)]
-                if total > limit.cap_usd + EPS_USD:
-                    raise Refused(limit, worst_usd, limit.cap_usd - (total - worst_usd))   # rolls back
+        hot = self.hot
+        with hot.begin() as cur:
+            cur.execute(hot.sql(_RESERVE[len(keys)]), (worst_usd, *_flat(keys)))
+            held = {(r[0], r[1]): r[2] + r[3] for r in cur.fetchall()}
+            for limit in limits:
+                if limit.cap_usd is not None:
+                    total = held[(limit.scope, limit.period)]
+                    if total > limit.cap_usd + EPS_USD:
+                        raise Refused(limit, worst_usd, limit.cap_usd - (total - worst_usd))   # rolls back
 
     def _ensure_rows(self, limits: list[Limit]) -> list[tuple[str, str]]:
         """The limits' spend rows as keys, each made the first time this process meets it (rows are never deleted)."""
@@ -284,13 +281,14 @@ class GatewayStore:
         """Replace the hold by the billed cost and write the call's ledger row, in one transaction."""
         keys = list(dict.fromkeys((x.scope, x.period) for x in limits))
 
+        hot = self.hot
+
         def attempt() -> bool:
-            with raw_transaction(self.engine) as cur:
+            with hot.begin() as cur:
                 if keys:
-                    cur.execute(f"UPDATE spend SET reserved_usd = reserved_usd - ?, spent_usd = spent_usd + ? "
-                                f"WHERE {_where(len(keys))}", (worst_usd, cost_usd, *_flat(keys)))
+                    cur.execute(hot.sql(_SETTLE[len(keys)]), (worst_usd, cost_usd, *_flat(keys)))
                 if row is not None:
-                    cur.execute(_INSERT_ROW, tuple(row.get(c) for c in LEDGER_COLUMNS))
+                    cur.execute(hot.sql(_INSERT_ROW), tuple(row.get(c) for c in LEDGER_COLUMNS))
             if row is not None:
                 self.rows_written += 1
             return True
@@ -409,6 +407,11 @@ def _flat(keys: list[tuple[str, str]]) -> tuple:
     return tuple(v for key in keys for v in key)
 
 
+#: the hot path's statements by the number of spend rows a call counts against (at most 8: see Gateway.limits)
+_RESERVE = {n: f"UPDATE spend SET reserved_usd = reserved_usd + ? WHERE {_where(n)} "
+               f"RETURNING scope, period, spent_usd, reserved_usd" for n in range(1, 9)}
+_SETTLE = {n: f"UPDATE spend SET reserved_usd = reserved_usd - ?, spent_usd = spent_usd + ? WHERE {_where(n)}"
+           for n in range(1, 9)}
 #: the ledger row as the hot path writes it (the table's columns from LEDGER_COLUMNS; `chunk` stays NULL)
 _INSERT_ROW = f"INSERT INTO gateway_ledger ({', '.join(LEDGER_COLUMNS)}) VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})"
 

@@ -25,6 +25,9 @@ from lab.tokens import count_messages, count_tokens, is_exact
 ANTHROPIC_VERSION = "2023-06-01"
 #: relative headroom on a worst case priced in floats
 WORST_CASE_ROUNDING = 1e-9
+#: worst cases by (provider, model, prompt tokens, max_tokens, cache-write TTL): counts repeat, prices are fixed
+WORST_MEMO_SIZE = 50_000
+_WORST_MEMO: dict[tuple, float] = {}
 _GEMINI = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):(generateContent|streamGenerateContent)$")
 
 
@@ -106,11 +109,17 @@ class Wire:
         prices = model_prices(self.provider, model)   # an unknown model is refused with close names
         prompt = self.prompt_tokens(body, model)
         ttl = self.cache_write(body)
-        written = prompt if ttl else 0
-        # genai-prices' own numbers in float arithmetic (a tenth of its Decimal calc's time), nudged up
-        # so float rounding can never put the hold below the Decimal-priced bill
-        cost = float(prices.cost_usd(prompt, self.max_tokens(body), 0, written, write_1h=ttl == "1h"))
-        return cost * (1 + WORST_CASE_ROUNDING)
+        key = (self.provider, model, prompt, self.max_tokens(body), ttl)
+        cost = _WORST_MEMO.get(key)
+        if cost is None:
+            written = prompt if ttl else 0
+            # genai-prices' own numbers in float arithmetic (a tenth of its Decimal calc's time), nudged up
+            # so float rounding can never put the hold below the Decimal-priced bill
+            cost = float(prices.cost_usd(prompt, key[3], 0, written, write_1h=ttl == "1h")) * (1 + WORST_CASE_ROUNDING)
+            if len(_WORST_MEMO) >= WORST_MEMO_SIZE:
+                _WORST_MEMO.clear()
+            _WORST_MEMO[key] = cost
+        return cost
 
     def prepare_stream(self, body: dict) -> None:
         """Ask the upstream for the usage in a stream, where it must be asked for."""
