@@ -572,7 +572,7 @@ class Gateway:
 
         async def healthz(request: Request):
             self.store.spent("class", today())
-            return JSONResponse({"status": "ok", "providers": sorted(self.config.upstreams)})
+            return JSONResponse({"status": "ok", "providers": sorted(self.config.upstreams), "pid": os.getpid()})
 
         async def metrics(request: Request):
             self._read_budget_left()

@@ -240,7 +240,7 @@ class Store:
 
         def attempt() -> int:
             with self.engine.begin() as conn:
-                run = conn.execute(sa.select(runs.c.kind, runs.c.status, runs.c.ledger_rows)
+                run = conn.execute(sa.select(runs.c.kind, runs.c.status, runs.c.ledger_rows, runs.c.summary)
                                    .where(runs.c.id == run_id).with_for_update()).first()
                 stored = None if seq is None or run is None else conn.execute(
                     sa.select(ledger_chunks.c.parquet).where((ledger_chunks.c.run_id == run_id)
@@ -256,20 +256,18 @@ class Store:
                     .where(ledger_chunks.c.run_id == run_id)).scalar_one()
                 conn.execute(ledger_chunks.insert().values(run_id=run_id, seq=at, rows=len(rows), parquet=blob))
                 total = int(run.ledger_rows) + len(rows)
-                conn.execute(runs.update().where(runs.c.id == run_id).values(ledger_rows=total, requests=total))
+                summary = _recorded_summary(frame, total, json.loads(run.summary or "{}"))
+                conn.execute(runs.update().where(runs.c.id == run_id).values(
+                    ledger_rows=total, requests=total, summary=json.dumps(summary)))
                 return total
 
         return retrying(attempt, lambda: None, f"store: could not append to run {run_id}")
 
     def finish_recorded(self, run_id: int, summary: dict | None = None) -> None:
         """Close a recorded run (no more appends), storing its summary (by default calls, cost, baseline cost)."""
-        led = self.ledger(run_id)
         if summary is None:
-            cost = float(led["cost_usd"].sum()) if len(led) else 0.0
-            summary = {"requests": len(led), "cost_usd": cost}
-            if "baseline_cost_usd" in led:
-                base = float(led["baseline_cost_usd"].sum())
-                summary.update(baseline_cost_usd=base, reduction_pct=100.0 * (1.0 - cost / base) if base > 0 else 0.0)
+            led = self.ledger(run_id)
+            summary = _recorded_summary(led, len(led))
         with self.engine.begin() as conn:
             conn.execute(runs.update().where((runs.c.id == run_id) & (runs.c.kind == "recorded"))
                          .values(status="complete", summary=json.dumps(summary)))
@@ -440,3 +438,15 @@ class Store:
 def _check_name(name: str, what: str) -> None:
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise ConfigError(f"{what} name {name!r}: give 1 to 200 characters")
+
+
+def _recorded_summary(rows: pd.DataFrame, total: int, before: dict | None = None) -> dict:
+    """A recorded run's summary: calls, cost, baseline cost and reduction; `before` (the summary of the
+    rows stored earlier) plus `rows`, so an open run's summary is current after every append."""
+    before = before or {}
+    cost = before.get("cost_usd", 0.0) + (float(rows["cost_usd"].sum()) if len(rows) else 0.0)
+    summary = {"requests": total, "cost_usd": cost}
+    if "baseline_cost_usd" in rows:
+        base = before.get("baseline_cost_usd", 0.0) + float(rows["baseline_cost_usd"].sum())
+        summary.update(baseline_cost_usd=base, reduction_pct=100.0 * (1.0 - cost / base) if base > 0 else 0.0)
+    return summary

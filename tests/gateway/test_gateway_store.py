@@ -146,6 +146,23 @@ def test_a_flush_cut_short_is_finished_after_a_restart_without_doubles(url, monk
     assert Store(db).row(again.run_id)["ledger_rows"] == 37
 
 
+def test_an_open_recorded_run_reads_its_summary_after_every_flush(tmp_path):
+    db = str(tmp_path / "class.db")
+    gstore = GatewayStore(db)
+    recorder = Recorder(gstore, Store(db), "gateway", flush_rows=10)
+    for n in (7, 30):                        # one short flush, then three chunks: the summary follows each
+        for row in _rows(n, start=len(gstore.ledger())):
+            gstore.record(row)
+        recorder.flush()
+        rows, run = gstore.ledger(), lab.store.use(db).runs(experiment="gateway").iloc[0]
+        assert run.status == "open" and int(run.requests) == len(rows)
+        assert run.cost_usd == pytest.approx(float(rows.cost_usd.sum()), rel=1e-12)
+        assert run.baseline_cost_usd == pytest.approx(float(rows.baseline_cost_usd.sum()), rel=1e-12)
+    recorder.stop()                          # the summary made from the whole ledger at the end agrees
+    run = lab.store.use(db).runs(experiment="gateway").iloc[0]
+    assert run.status == "complete" and run.cost_usd == pytest.approx(float(gstore.ledger().cost_usd.sum()))
+
+
 def test_a_chunk_number_holding_other_rows_is_refused(tmp_path):
     store = Store(tmp_path / "s.db")
     run_id = store.open_recorded("gateway")
