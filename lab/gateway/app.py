@@ -42,6 +42,7 @@ from lab.gateway.transport import send, upstream_transport
 from lab.gateway.wire import WIRES, BadRequest, Wire, sse_events
 from lab.pricing import model_prices, price_usage_exact
 from lab.providers.sdk import Usage, scrub, usage_and_cost
+from lab.providers.sse import stream_body
 from lab.tokens import get_encoding
 
 log = logging.getLogger("costlab.gateway")
@@ -330,7 +331,7 @@ class Gateway:
             return Response(text, status_code=upstream.status_code, headers={
                 **headers, **fallback, "x-costlab-cost-usd": "0", "x-costlab-cache": "miss" if self.cache else "off",
                 "x-costlab-overhead-ms": f"{row['overhead_ms']:.3f}"})
-        if stream:
+        if stream and leg.native:
             return self._stream(upstream, wire, model, limits, worst_usd, row, t0, key)
         data = await upstream.aread()
         await upstream.aclose()
@@ -342,11 +343,17 @@ class Gateway:
             log.warning("%s: cannot price the upstream answer (%s); billed at its worst case",
                         leg.target, type(exc).__name__)
             response, usage, cost_usd = None, None, worst_usd
+        content_type = "application/json"
         if not leg.native and isinstance(response, dict):   # the caller's SDK reads its own provider's shape
-            data = json.dumps(wire.chat_answer(leg.model, leg.wire.text(response), leg.wire.truncated(response),
-                                               usage or Usage(0), row["request_id"])).encode()
-        answer = self._settle(wire, limits, worst_usd, cost_usd, usage, row, t0, key, data, "application/json")
-        return Response(data, status_code=200, media_type="application/json", headers={
+            answer = wire.chat_answer(leg.model, leg.wire.text(response), leg.wire.truncated(response),
+                                      usage or Usage(0), row["request_id"])
+            data = json.dumps(answer).encode()
+            if stream:          # the fallback was asked whole; the caller's SDK gets it as its own events
+                content_type = "text/event-stream"
+                data = stream_body(wire.provider, answer, {"stream_options": {"include_usage": True}})
+                data += self._cost_trailer(wire, cost_usd)
+        answer = self._settle(wire, limits, worst_usd, cost_usd, usage, row, t0, key, data, content_type)
+        return Response(data, status_code=200, media_type=content_type, headers={
             **fallback, "x-costlab-cost-usd": f"{cost_usd:.8f}", "x-costlab-cache": "miss" if self.cache else "off",
             "x-costlab-overhead-ms": f"{row['overhead_ms']:.3f}", "x-costlab-request-id": row["request_id"],
             **({"x-costlab-saved-usd": "0"} if answer else {})})
@@ -386,8 +393,7 @@ class Gateway:
                     usage, cost_usd = self.price(wire, priced, model) if priced else (None, worst_usd)
                 except (CostlabError, ValueError, TypeError, AttributeError):
                     usage, cost_usd = None, worst_usd
-                # an SSE comment the OpenAI and Anthropic SDKs skip (google-genai would choke on it)
-                trailer = f": x-costlab-cost-usd={cost_usd:.8f}\n\n".encode() if wire.provider != "google" else b""
+                trailer = self._cost_trailer(wire, cost_usd)
                 self._settle(wire, limits, worst_usd, cost_usd, usage, row, t0, key, data + trailer,
                              "text/event-stream")
                 settled = True
@@ -404,6 +410,11 @@ class Gateway:
             "x-costlab-cache": "miss" if self.cache else "off", "x-costlab-overhead-ms": f"{pre_overhead_ms:.3f}",
             "x-costlab-reserved-usd": f"{worst_usd:.8f}", "x-costlab-request-id": row["request_id"],
             "cache-control": "no-cache"})
+
+    @staticmethod
+    def _cost_trailer(wire: Wire, cost_usd: float) -> bytes:
+        """A stream's cost as a closing SSE comment the OpenAI and Anthropic SDKs skip (google-genai would choke on it)."""
+        return f": x-costlab-cost-usd={cost_usd:.8f}\n\n".encode() if wire.provider != "google" else b""
 
     def _route(self, wire: Wire, path: str, body: dict, model: str, row: dict) -> tuple[str, str]:
         """The router's `cheapest`: the listed model of the caller's provider with the lowest worst case that fits.
@@ -428,15 +439,16 @@ class Gateway:
     def _legs(self, wire: Wire, path: str, body: dict, model: str, stream: bool) -> list[Leg]:
         """Where the request may go, in order: its provider's upstreams, then the retry stage's `fallback_models`.
 
-        Only a non-streaming, plain text chat is translated to a fallback model's format;
-        any other request (a stream, tools, images, the Responses API) stays with its provider.
+        Only a plain text chat is translated to a fallback model's format (a streamed one is asked
+        of the fallback whole and re-told to the caller as its own provider's events); any other
+        request (tools, images, the Responses API) stays with its provider.
         """
         r = self.retry
         upstreams = self.config.upstreams.get(wire.provider, ())
         if not upstreams:
             raise Refusal(404, f"this gateway has no {wire.provider} upstream")
         legs = [Leg(wire, model, path, body, upstreams if r and r.fallback else upstreams[:1])]
-        chat = wire.chat(body) if self.config.fallback_models and not stream else None
+        chat = wire.chat(body) if self.config.fallback_models else None
         if chat is None:
             return legs
         for provider, target in self.config.fallback_models:

@@ -137,10 +137,10 @@ class Wire:
     def text(self, response: dict) -> str:
         raise NotImplementedError
 
-    # -- translation, for cross-provider fallback (non-streaming, text only) -----------------
+    # -- translation, for cross-provider fallback (text only; a stream is asked of the fallback whole) ----
 
     def chat(self, body: dict) -> tuple[Chat, float | None] | None:
-        """The request as a plain text chat and its temperature; None when it holds anything else."""
+        """The request (streamed or not) as a plain text chat and its temperature; None when it holds anything else."""
         return None
 
     def chat_request(self, model: str, chat: Chat, max_tokens: int, temperature: float | None) -> tuple[str, dict]:
@@ -160,7 +160,8 @@ class OpenAIWire(Wire):
     """Chat completions."""
 
     provider, prefix = "openai", "/openai/v1"
-    CHAT_KEYS = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "stream"})
+    CHAT_KEYS = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "stream",
+                           "stream_options"})
 
     def match(self, path):
         return {"/chat/completions": self, "/responses": RESPONSES}.get(path)
@@ -205,7 +206,7 @@ class OpenAIWire(Wire):
         return ((response.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
 
     def chat(self, body):
-        if not set(body) <= self.CHAT_KEYS or body.get("stream"):
+        if not set(body) <= self.CHAT_KEYS:
             return None
         messages = []
         for m in body.get("messages") or []:
@@ -230,7 +231,7 @@ class OpenAIWire(Wire):
 
     def chat_answer(self, model, text, truncated, usage, answer_id):
         return {"id": f"chatcmpl-{answer_id}", "object": "chat.completion", "created": int(time.time()),
-                "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
+                "model": model, "system_fingerprint": None, "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
                                                                      "refusal": None},
                                              "logprobs": None, "finish_reason": "length" if truncated else "stop"}],
                 "usage": {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
@@ -350,7 +351,7 @@ class AnthropicWire(Wire):
     chat_headers = {"anthropic-version": ANTHROPIC_VERSION}
 
     def chat(self, body):
-        if not set(body) <= self.CHAT_KEYS or body.get("stream"):
+        if not set(body) <= self.CHAT_KEYS:
             return None
         system = _plain_text(body.get("system") or "")
         if system is None:

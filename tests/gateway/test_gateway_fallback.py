@@ -84,20 +84,71 @@ def test_anthropic_caller_falls_back_to_openai_through_a_closed_port(fake, tmp_p
         assert row.cost_usd == pytest.approx(_billed(upstream, "openai"), rel=1e-9)
 
 
-def test_streams_and_non_text_requests_fall_back_within_their_provider_only(fake, gateway):
+def _stream_openai(url, token):
+    client = openai.OpenAI(api_key=token, base_url=f"{url}/openai/v1", max_retries=0)
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", max_tokens=60, stream=True,
+                                                 stream_options={"include_usage": True},
+                                                 messages=[{"role": "user", "content": "Where is my order?"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return text, chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens, chunks[-1].model
+
+
+def _stream_anthropic(url, token):
+    client = anthropic.Anthropic(api_key=token, base_url=f"{url}/anthropic", max_retries=0)
+    with client.messages.stream(model="claude-haiku-4-5", max_tokens=60,
+                                messages=[{"role": "user", "content": "Where is my order?"}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    return text, final.usage.input_tokens, final.usage.output_tokens, final.model
+
+
+def _stream_google(url, token):
+    client = genai.Client(api_key=token, http_options=types.HttpOptions(base_url=f"{url}/google"))
+    chunks = list(client.models.generate_content_stream(
+        model="gemini-2.5-flash", contents="Where is my order?",
+        config=types.GenerateContentConfig(max_output_tokens=60)))
+    text = "".join(c.text or "" for c in chunks)
+    meta = chunks[-1].usage_metadata
+    return text, meta.prompt_token_count, meta.candidates_token_count, chunks[-1].model_version
+
+
+# caller's provider (down for the test), its SDK's streaming call, the fallback target
+STREAMS = [("openai", _stream_openai, "anthropic/claude-haiku-4-5"),
+           ("anthropic", _stream_anthropic, "openai/gpt-4o-mini"),
+           ("google", _stream_google, "anthropic/claude-haiku-4-5")]
+
+
+@pytest.mark.parametrize("caller, call, target", STREAMS, ids=[s[0] for s in STREAMS])
+def test_a_stream_falls_back_to_another_provider_as_the_callers_own_events(fake, gateway, caller, call, target):
+    url, gw = gateway(pipeline=_retry(target))
+    fake.fail_next(100, status=503, provider=caller)
+    text, tokens_in, tokens_out, model = call(url, gw.store.add_learner("cy", daily_usd=1.0))
+    provider, name = target.split("/")
+    upstream = _answered(fake, provider)
+    fallback = next(c for c in reversed(fake.calls) if c["provider"] == provider)
+    assert fallback["status"] == 200 and "stream" not in str(fallback.get("response", {}).get("object", ""))
+    answered = upstream["content"][0]["text"] if provider == "anthropic" else upstream["choices"][0]["message"]["content"]
+    assert text == answered and model == name
+    usage = upstream["usage"]
+    assert tokens_in == usage.get("input_tokens", usage.get("prompt_tokens"))
+    assert tokens_out == usage.get("output_tokens", usage.get("completion_tokens"))
+    row = gw.store.ledger().iloc[-1]
+    assert (row.provider, row.model, row.outcome, row.retry) == (provider, name, "ok", 1)
+    assert row.cost_usd == pytest.approx(_billed(upstream, provider), rel=1e-9)
+    assert gw.store.spent("class", today())[1] == pytest.approx(0.0, abs=1e-12)     # nothing left held
+
+
+def test_non_text_requests_fall_back_within_their_provider_only(fake, gateway):
     url, gw = gateway(pipeline=_retry("anthropic/claude-haiku-4-5"))
     fake.fail_next(100, status=503, provider="openai")
     client = openai.OpenAI(api_key=gw.store.add_learner("cy", daily_usd=1.0), base_url=f"{url}/openai/v1",
                            max_retries=0)
-    with pytest.raises(openai.InternalServerError):
-        list(client.chat.completions.create(model="gpt-4o-mini", max_tokens=20, stream=True,
-                                            messages=[{"role": "user", "content": "Hi"}]))
     with pytest.raises(openai.InternalServerError):   # tools are not translated
         client.chat.completions.create(model="gpt-4o-mini", max_tokens=20, messages=[{"role": "user", "content": "Hi"}],
                                        tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
     assert not [c for c in fake.calls if c["provider"] == "anthropic"]
     rows = gw.store.ledger()
-    assert list(rows.provider) == ["openai", "openai"] and list(rows.status) == [503, 503]
+    assert list(rows.provider) == ["openai"] and list(rows.status) == [503]
 
 
 def test_a_failing_fallback_answers_in_the_callers_error_shape(fake, gateway):
