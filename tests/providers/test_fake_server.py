@@ -21,6 +21,8 @@ import openai
 import pytest
 from google import genai
 from google.genai import types
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lab.providers.fake_server import FAIL_HEADER, FakeProviderServer, reply_text
 from lab.tokens import count_messages, count_tokens, deterministic_text
@@ -251,3 +253,23 @@ def test_latency_is_configurable(fake):
 def test_reply_text_depends_on_model_and_prompt():
     assert reply_text("gpt-4o-mini", "a") != reply_text("gpt-4o-mini", "b")
     assert reply_text("gpt-4o-mini", "a") != reply_text("gpt-4o", "a")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prompt=st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=200),
+       max_tokens=st.integers(1, 120))
+def test_no_answer_bills_more_output_than_max_tokens(fake, prompt, max_tokens):
+    """A real API never bills more output tokens than max_tokens; the fake once billed one over,
+    when a cut at the max_tokens-th word still held a word of two tokens."""
+    messages = [{"role": "user", "content": prompt}]
+    chat = openai_client(fake).chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=max_tokens)
+    assert chat.usage.completion_tokens <= max_tokens
+    assert chat.usage.completion_tokens == count_tokens(chat.choices[0].message.content, "gpt-4o-mini")
+    message = anthropic_client(fake).messages.create(model="claude-haiku-4-5", messages=messages,
+                                                     max_tokens=max_tokens)
+    assert message.usage.output_tokens <= max_tokens
+    client = gemini_client(fake)            # held: a client collected mid-call closes its connection
+    gemini = client.models.generate_content(
+        model="gemini-2.5-flash", contents=prompt, config=types.GenerateContentConfig(max_output_tokens=max_tokens))
+    meta = gemini.usage_metadata
+    assert (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0) <= max_tokens
