@@ -177,7 +177,8 @@ class _Connection(asyncio.Protocol):
         return data
 
     def reusable(self) -> bool:
-        return self.complete and self.keep_alive and self.error is None and not self.closed
+        """Whole, kept alive and fully read: body bytes left unread (an answer closed early) end the connection."""
+        return self.complete and self.keep_alive and self.error is None and not self.closed and not self.chunks
 
     def close(self) -> None:
         self.closed = True
@@ -199,16 +200,18 @@ class _Body(httpx.AsyncByteStream):
 
     async def __aiter__(self):
         conn = self.conn
-        while True:
-            if conn.chunks:
-                yield conn.take()
-            elif conn.error is not None:
-                raise conn.error
-            elif conn.complete:
-                break
-            else:
-                await conn.wait(self.read_timeout_s)
-        await self.aclose()
+        try:
+            while True:
+                if conn.chunks:
+                    yield conn.take()
+                elif conn.error is not None:
+                    raise conn.error
+                elif conn.complete:
+                    break
+                else:
+                    await conn.wait(self.read_timeout_s)
+        finally:                         # a failed read frees its slot too: httpx closes no response on errors
+            await self.aclose()
 
     async def aclose(self) -> None:
         if not self.done:
@@ -265,32 +268,57 @@ class PooledTransport(httpx.AsyncBaseTransport):
         raise AssertionError("unreachable")
 
     async def _connection(self, origin: tuple, timeouts: dict) -> tuple[_Connection, bool]:
-        idle = self._idle.get(origin)
-        now = time.monotonic()
-        while idle:
-            conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < KEEPALIVE_EXPIRY_S:
+        while True:
+            conn = self._take_idle(origin)
+            if conn is not None:
                 return conn, True
-            self._forget(conn)
-        while self._open >= self.max_connections:
-            turn = asyncio.get_running_loop().create_future()
-            self._turns.append(turn)
-            try:
-                await asyncio.wait_for(turn, timeouts.get("pool"))
-            except TimeoutError:
-                raise httpx.PoolTimeout(f"all {self.max_connections} upstream connections stayed busy") from None
-            idle = self._idle.get(origin)
-            while idle:
-                conn = idle.pop()
-                if not conn.closed and time.monotonic() - conn.idle_since < KEEPALIVE_EXPIRY_S:
-                    return conn, True
-                self._forget(conn)
+            if self._open < self.max_connections or self._drop_idle():
+                break
+            await self._wait_turn(timeouts.get("pool"))
         self._open += 1
         try:
             return await self._dial(origin, timeouts.get("connect")), False
         except BaseException:
             self._open -= 1
             self._next_turn()
+            raise
+
+    def _take_idle(self, origin: tuple) -> _Connection | None:
+        """The origin's most recent idle connection still open and not expired (the others are closed)."""
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < KEEPALIVE_EXPIRY_S:
+                return conn
+            self._forget(conn)
+        return None
+
+    def _drop_idle(self) -> bool:
+        """Close an idle connection to another origin (the caller's own came first), its slot taken by the caller.
+
+        Idle connections count as open: without this, a full pool of another origin's idle ones would
+        keep a request waiting until PoolTimeout.
+        """
+        for idle in self._idle.values():
+            if idle:
+                idle.pop(0).close()
+                self._open -= 1
+                return True
+        return False
+
+    async def _wait_turn(self, timeout_s: float | None) -> None:
+        """Until a connection closes or comes back idle; httpx.PoolTimeout after `timeout_s`."""
+        turn = asyncio.get_running_loop().create_future()
+        self._turns.append(turn)
+        try:
+            async with asyncio.timeout(timeout_s):    # not wait_for: in 3.11 it swallows a cancel once the turn came
+                await turn
+        except BaseException as exc:
+            if turn.done() and not turn.cancelled():
+                self._next_turn()                     # given, then cancelled or timed out before it ran: pass it on
+            if isinstance(exc, TimeoutError):
+                raise httpx.PoolTimeout(f"all {self.max_connections} upstream connections stayed busy") from None
             raise
 
     async def _dial(self, origin: tuple, timeout_s: float | None) -> _Connection:
