@@ -318,8 +318,7 @@ class Gateway:
         if fallback:
             row["provider"], row["model"] = leg.wire.provider, leg.model
         if upstream.status_code != 200:
-            text = scrub((await upstream.aread()).decode("utf-8", "replace"), self.secrets)
-            await upstream.aclose()
+            text = scrub((await self._read(upstream, leg, limits, worst_usd)).decode("utf-8", "replace"), self.secrets)
             if not leg.native:
                 text = json.dumps(wire.error(upstream.status_code, f"fallback {leg.target} answered HTTP "
                                              f"{upstream.status_code}: {_error_message(text)}"))
@@ -333,8 +332,7 @@ class Gateway:
                 "x-costlab-overhead-ms": f"{row['overhead_ms']:.3f}"})
         if stream and leg.native:
             return self._stream(upstream, wire, model, limits, worst_usd, row, t0, key)
-        data = await upstream.aread()
-        await upstream.aclose()
+        data = await self._read(upstream, leg, limits, worst_usd)
         row["service_ms"] = (time.perf_counter() - row.pop("_sent")) * 1000.0
         try:
             response = json.loads(data)
@@ -410,6 +408,20 @@ class Gateway:
             "x-costlab-cache": "miss" if self.cache else "off", "x-costlab-overhead-ms": f"{pre_overhead_ms:.3f}",
             "x-costlab-reserved-usd": f"{worst_usd:.8f}", "x-costlab-request-id": row["request_id"],
             "cache-control": "no-cache"})
+
+    async def _read(self, upstream: httpx.Response, leg: Leg, limits: list[Limit], worst_usd: float) -> bytes:
+        """The upstream answer's body; if it breaks off (or the caller goes), the hold is released."""
+        try:
+            return await upstream.aread()
+        except httpx.HTTPError as exc:
+            self.store.release(limits, worst_usd)
+            raise Refusal(502, f"the {leg.wire.provider} upstream broke off its answer ({type(exc).__name__})",
+                          outcome="error") from None
+        except BaseException:
+            self.store.release(limits, worst_usd)
+            raise
+        finally:
+            await upstream.aclose()
 
     @staticmethod
     def _cost_trailer(wire: Wire, cost_usd: float) -> bytes:
