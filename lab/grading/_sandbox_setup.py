@@ -6,13 +6,16 @@ namespace's root by `lab.grading.sandbox`. In order:
 1. loopback up (the kernel's ZeroMQ channels need it);
 2. a private /dev tmpfs (null, zero, full, random, urandom, its own shm); every path the run
    needs that lies inside a folder about to be hidden (the scratch folder, Python, costlab) is
-   first bind-mounted into a staging folder there;
+   then bind-mounted, with the mounts under it, into a staging folder in it; a needed path
+   inside another (a venv inside a checkout under /tmp) comes along with the outer one, since
+   binding it back on its own would sit under the outer one's bind, out of reach;
 3. each hidden folder (/tmp, /run, homes, the private folder, database socket folders, other
    learners' folders) covered by a fresh tmpfs, so neither files nor Unix sockets under it are
    reachable; the staged paths are moved back to where they were;
-4. every reachable mount (mountinfo's octal escapes decoded: a path may hold spaces, tabs,
-   newlines or backslashes) remounted read-only except the scratch folder, /dev and /proc;
-   then checked: any one still writable stops the run (fail closed, exit status 97);
+4. every reachable mount (one a lookup of its mount point lands on; mountinfo's octal escapes
+   decoded: a path may hold spaces, tabs, newlines or backslashes) remounted read-only except
+   the scratch folder, the own /tmp folders, /dev and /proc; then checked: any one still
+   writable stops the run (fail closed, exit status 97);
 5. exec `setpriv` dropping every capability, then the command.
 """
 
@@ -43,11 +46,28 @@ def unescape(field: bytes) -> str:
     return os.fsdecode(_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), field))
 
 
-def mounts() -> list[tuple[str, str]]:
-    """(mount point, per-mount options) of every mount, in mountinfo's order (later ones on top)."""
+def mounts() -> list[tuple[int, str, str]]:
+    """(mount ID, mount point, per-mount options) of every mount, in mountinfo's order."""
     with open("/proc/self/mountinfo", "rb") as fh:
         rows = [line.split(b" ") for line in fh.read().splitlines() if line]
-    return [(unescape(r[4]), r[5].decode()) for r in rows]
+    return [(int(r[0]), unescape(r[4]), r[5].decode()) for r in rows]
+
+
+def reached_mount(path: str) -> int | None:
+    """The ID of the mount a lookup of `path` lands on, None if nothing is there.
+
+    mountinfo also lists mounts covered by a later mount at or above their mount point; no path
+    leads into those, and remounting one by its path would act on the mount on top instead.
+    """
+    try:
+        fd = os.open(path, os.O_PATH)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("mnt_id:"))
+    finally:
+        os.close(fd)
 
 
 def under(path: str, folder: str) -> bool:
@@ -66,13 +86,16 @@ def stage_and_hide(cfg: dict) -> None:
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, os.path.join(dev, name))
+    run("mount", "--move", dev, "/dev")     # first, so no path staged below holds the new /dev
     hidden = cfg["hide"]
-    staged = [k for k in cfg["keep"] if os.path.isdir(k) and any(under(k, h) for h in hidden)]
-    os.mkdir(os.path.join(dev, ".keep"), 0o700)
+    staged = []             # parents first; one inside another comes back with its parent's mounts
+    for k in sorted({k for k in cfg["keep"] if os.path.isdir(k) and any(under(k, h) for h in hidden)}, key=len):
+        if not any(under(k, parent) for parent in staged):
+            staged.append(k)
+    os.mkdir("/dev/.keep", 0o700)
     for i, path in enumerate(staged):
-        os.mkdir(os.path.join(dev, ".keep", str(i)))
-        run("mount", "--bind", path, os.path.join(dev, ".keep", str(i)))
-    run("mount", "--move", dev, "/dev")
+        os.mkdir(f"/dev/.keep/{i}")
+        run("mount", "--rbind", path, f"/dev/.keep/{i}")
     for folder in sorted(hidden, key=len):
         if os.path.isdir(folder) and not os.path.islink(folder):
             size_kb = cfg["tmp_kb"] if folder in cfg["own_tmp"] else 64
@@ -97,11 +120,9 @@ def remount_read_only(cfg: dict) -> None:
             run("mount", "-o", "remount,bind,ro", p)
 
     def reachable() -> dict[str, str]:
-        top = {}
-        for point, opts in mounts():      # the last mount at a path is the one a lookup reaches
-            if not any(under(point, s) for s in _SKIP) and point not in writable and os.path.lexists(point):
-                top[point] = opts
-        return top
+        return {point: opts for mount_id, point, opts in mounts()
+                if not any(under(point, s) for s in _SKIP) and point not in writable
+                and reached_mount(point) == mount_id}
 
     for point, opts in reachable().items():
         if "ro" in opts.split(","):
