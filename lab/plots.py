@@ -656,3 +656,19 @@ def twin_validation(check, *, title: str = "") -> Figure:
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title or "Does the twin reproduce the trace?")
     return fig
+
+
+def candidate_reductions(table: pd.DataFrame, target_pct: float, *, title: str = "") -> Figure:
+    """Each candidate policy's cost reduction on the public seeds, green where every constraint holds,
+    against the challenge's target (`lab.policy.compare`)."""
+    fig, ax = _axes(size=(7.0, 0.5 + 0.45 * max(len(table), 2)))
+    ys = np.arange(len(table))[::-1]
+    ok = table["constraints_met"].to_numpy(dtype=bool)
+    ax.barh(ys, table["reduction_pct"].to_numpy(dtype=float), color=[GREEN if m else RED for m in ok])
+    ax.set_yticks(ys, [str(name) for name in table.index], fontsize=9)
+    ax.axvline(target_pct, color=GUIDE, ls="--", lw=1.2, label=f"target {target_pct:g} %")
+    ax.set_xlabel("cost reduction on the public seeds (%; red: a constraint fails)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title or "Which candidate reaches the target, within the constraints?")
+    return fig

@@ -253,3 +253,17 @@ def test_kernelspec_runs_the_graders_python(tmp_path):
     write_kernelspec(tmp_path)
     spec = json.loads((tmp_path / "kernels" / KERNEL_NAME / "kernel.json").read_text())
     assert spec["argv"][:3] == [sys.executable, "-m", "ipykernel_launcher"]
+
+
+def test_compare_puts_candidates_side_by_side_as_preview_scores_them(b1):
+    candidates = {"mine": [{"stage": "cache", "capacity": 5000, "shared": True}], "none": []}
+    comparison = lab.policy.compare(candidates, b1, requests=600)
+    table = comparison.table
+    assert list(table.index) == ["mine", "none"] and comparison.target_pct == b1.goal.target_reduction_pct
+    for name, pipeline in candidates.items():     # the same numbers preview gives, candidate by candidate
+        scored = lab.policy.preview(pipeline, b1, requests=600, progress=False)
+        assert table.loc[name, "reduction_pct"] == scored.metrics["reduction_pct"]
+        assert bool(table.loc[name, "constraints_met"]) == scored.constraints_met
+    assert table.loc["mine", "reduction_pct"] > table.loc["none", "reduction_pct"]
+    html = comparison._repr_html_()
+    assert html.count("<svg") == 1 and "<table" in html and "mine" in html and "$" not in html
