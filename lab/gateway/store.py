@@ -381,10 +381,15 @@ class GatewayStore:
 
     def chunk_rows(self, chunk: int) -> pd.DataFrame:
         """A chunk's ledger rows in a fixed order and dtypes (counts 0 where NULL, as the simulator's are)."""
-        g = gateway_ledger.c
-        rows = self._query(sa.select(*[g[c] for c in LEDGER_COLUMNS]).where(g.chunk == chunk)
-                           .order_by(g.t_arrival_s, g.request_id))
-        frame = pd.DataFrame([tuple(r) for r in rows], columns=list(LEDGER_COLUMNS))
+        with reader(self.engine) as conn:          # the DBAPI cursor's rows: SQLAlchemy's Row per row was half the flush
+            cur = conn.connection.driver_connection.cursor()
+            try:
+                cur.execute(self.hot.sql(_CHUNK_ROWS), (chunk,))
+                rows = cur.fetchall()
+            finally:
+                cur.close()
+        frame = pd.DataFrame(dict(zip(LEDGER_COLUMNS, map(list, zip(*rows)))) if rows else
+                             {c: [] for c in LEDGER_COLUMNS}, columns=list(LEDGER_COLUMNS))
         for c in LEDGER_COLUMNS:
             if c in _INT:
                 frame[c] = frame[c].fillna(0).astype("int64")
@@ -412,6 +417,9 @@ _RESERVE = {n: f"UPDATE spend SET reserved_usd = reserved_usd + ? WHERE {_where(
                f"RETURNING scope, period, spent_usd, reserved_usd" for n in range(1, 9)}
 _SETTLE = {n: f"UPDATE spend SET reserved_usd = reserved_usd - ?, spent_usd = spent_usd + ? WHERE {_where(n)}"
            for n in range(1, 9)}
+#: a chunk's rows in a fixed order, for the recorder
+_CHUNK_ROWS = (f"SELECT {', '.join(LEDGER_COLUMNS)} FROM gateway_ledger WHERE chunk = ? "
+               "ORDER BY t_arrival_s, request_id")
 #: the ledger row as the hot path writes it (the table's columns from LEDGER_COLUMNS; `chunk` stays NULL)
 _INSERT_ROW = f"INSERT INTO gateway_ledger ({', '.join(LEDGER_COLUMNS)}) VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})"
 

@@ -370,3 +370,20 @@ def test_a_challenge_preview_records_an_attempt(tmp_path, monkeypatch):
                        progress=False)
     p = Store(tmp_path / "class.db").progress("bo")
     assert p[["kind", "item", "attempts", "passed"]].values.tolist() == [["challenge", "b1-first-cache", 1, False]]
+
+
+def test_a_ledger_chunk_holding_a_key_from_the_environment_is_refused(tmp_path, monkeypatch):
+    """append_ledger reads each text cell (and, for a key that could pass as a number, the whole table)."""
+    store = lab.store.use(tmp_path / "s.db")
+    run_id = store.open_recorded("gateway")
+    monkeypatch.setenv("COSTLAB_DEMO_API_KEY", "sk-demo-0123456789abcdef")
+    monkeypatch.setenv("COSTLAB_PIN_TOKEN", "31415926535")
+    rows = pd.DataFrame({"request_id": ["r1", "r2"], "learner": ["ada", "bo"], "cost_usd": [0.001, 0.002],
+                         "input_tokens": [10, 20]})
+    assert store.append_ledger(run_id, rows) == 2
+    leaked = rows.assign(learner=["ada", "note: sk-demo-0123456789abcdef"])
+    with pytest.raises(ConfigError, match="ledger contains an API key"):
+        store.append_ledger(run_id, leaked)
+    with pytest.raises(ConfigError, match="ledger contains an API key"):
+        store.append_ledger(run_id, rows.assign(input_tokens=[10, 31415926535]))
+    assert len(store.ledger(run_id)) == 2                      # nothing of either refused chunk was kept
