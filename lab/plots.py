@@ -377,7 +377,7 @@ def latency_cdf(data, sla_ms: float | None = None, ax=None, *, baseline_latency_
         note = f"SLA {sla_ms:,.0f} ms" if sla_ms else None
     else:
         if sla_ms is None and hasattr(data, "scenario"):
-            sla_ms = data.scenario.sla.p95_ms
+            sla_ms = data.scenario.sla.limit_ms or None
         b = None
         if baseline_latency_ms is not None:
             b = draw(baseline_latency_ms, BASELINE, "without optimization")

@@ -158,6 +158,11 @@ class Sla:
         """The latency a request must not exceed to meet the SLA (0: no target)."""
         return self.p95_ms or self.p99_ms
 
+    @property
+    def metric(self) -> str | None:
+        """The run metric the SLA bounds ("p95_ms" or "p99_ms"; None: no target)."""
+        return "p95_ms" if self.p95_ms else "p99_ms" if self.p99_ms else None
+
 
 @dataclass(frozen=True)
 class Route:

@@ -427,7 +427,7 @@ class Dashboard:
         ys = [h.p95_ms for h in hist]
         ax_hist.plot(xs, ys, color=plots.BASELINE, lw=0.8, marker="o", ms=4, alpha=0.7)
         ax_hist.scatter(xs[-1:], ys[-1:], color=plots.ORANGE, s=60, zorder=3, label="this run")
-        sla_ms = r.scenario.sla.p95_ms
+        sla_ms = r.scenario.sla.p95_ms    # the chart is of p95: a p99 target is not drawn on it
         if sla_ms:
             ax_hist.axhline(sla_ms, color=plots.WORSE, ls="--", lw=1)
         ax_hist.set_xlabel(runs.LABELS["cost_usd"])

@@ -88,13 +88,13 @@ def test_requests_per_day_of_every_arrival_process():
     assert (scaled.rate_high_per_s, scaled.rate_low_per_s, scaled.mean_high_s) == (30.0, 3.0, 10.0)
 
 
-def capacity_scenario():
+def capacity_scenario(sla=None):
     """4 slots, 1 s per call (constant), 2 req/s: half busy; capacity 4 req/s = x2 traffic."""
     s = make_scenario(requests=None, duration_s=300, traffic={"arrivals": {"process": "poisson", "rate_per_s": 2.0},
                                                               **CONSTANT_TOKENS},
                       providers=[{"name": "openai", "model": "gpt-4o-mini", "concurrency": 4,
                                   "latency_ms": {"dist": "constant", "value": 1000}}],
-                      sla={"p95_ms": 3000})
+                      sla=sla or {"p95_ms": 3000})
     return s
 
 
@@ -109,6 +109,16 @@ def test_scale_analysis_finds_where_p95_breaks_below_the_capacity_limit():
     # an M/D/4 queue meets a 3 s p95 at x1 and cannot at x2 (utilisation 1, waits grow without bound)
     low, high = (float(x) for x in notes.split("SLA between x")[1].split(" traffic")[0].split(" and x"))
     assert 1.0 <= low < high <= 2.0 + 1e-9
+
+
+def test_a_p99_sla_is_read_as_a_p99_target():
+    """The same queue with [sla] p99_ms: the table carries p99 and meets_sla follows it, not p95."""
+    result = scale_analysis(capacity_scenario({"p99_ms": 3000}), factors=(1, 4), seeds=2, max_requests=3000)
+    t = result.table.set_index("traffic")
+    assert "p99_ms" in t.columns and (t["p99_ms"] >= t["p95_ms"]).all()
+    assert list(t["meets_sla"]) == [bool(v <= 3000) for v in t["p99_ms"]] and not bool(t.loc["x4", "meets_sla"])
+    notes = " ".join(result.notes)
+    assert "no breaking point" not in notes and ("p99 crosses" in notes or "p99 already" in notes)
 
 
 def test_costlab_project_prints_projection_and_scale(capsys, tmp_path):

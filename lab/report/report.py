@@ -317,7 +317,7 @@ def build_report(source, *, seed: int = 0, seeds: int = 3, requests: int | None 
     if not len(led):
         raise ConfigError("the ledger is empty: nothing to report")
     if sla_ms is None and src.scenario is not None:
-        sla_ms = src.scenario.sla.p95_ms or None
+        sla_ms = src.scenario.sla.limit_ms or None
     bucket_s = bucket_s or nice_bucket_s(horizon_s(led))
     b = _Builder(src, sla_ms, bucket_s, teams, budget_usd, budget_period_s)
     b.custom_kpis = custom
