@@ -98,17 +98,15 @@ class RawTransactions:
     connection is then dropped, so the next transaction starts on a fresh one.
     """
 
-    #: on SQLite, how often a thread of its own moves the WAL into the database file
-    CHECKPOINT_S = 0.5
-
     def __init__(self, engine: sa.Engine):
         self.engine = engine
         self.sqlite = engine.dialect.name == "sqlite"
         self.error = engine.dialect.loaded_dbapi.Error
         self._held = threading.local()
         self._sql: dict[str, str] = {}
-        self._stop = threading.Event()
-        self._checkpointer: threading.Thread | None = None
+        #: False: the held connections' commits leave SQLite's WAL checkpoints to `checkpoint()`, which
+        #: another thread calls (a checkpoint writes and syncs the database file: tens of ms in a commit)
+        self.autocheckpoint = True
 
     def sql(self, text: str) -> str:
         """`text` with this dialect's placeholders (remembered: the same few statements run on every call)."""
@@ -145,44 +143,31 @@ class RawTransactions:
             raise exc.DBAPIError.instance(None, None, e, self.error) from e
 
     def _hold(self):
-        """This thread's connection, checked out once. On SQLite its commits no longer checkpoint the WAL
-        (a checkpoint writes and syncs the database file: tens of ms inside some call's commit);
-        a background thread does that instead, every `CHECKPOINT_S`."""
+        """This thread's connection, checked out once (on SQLite, without WAL checkpoints if asked)."""
         fairy = self._held.fairy = self.engine.raw_connection()
-        if self.sqlite:
+        if self.sqlite and not self.autocheckpoint:
             fairy.driver_connection.execute("PRAGMA wal_autocheckpoint = 0")
-            if self._checkpointer is None:
-                self._checkpointer = threading.Thread(target=_checkpoints, args=(self.engine, self._stop,
-                                                      self.CHECKPOINT_S), name="costlab-checkpoint", daemon=True)
-                self._checkpointer.start()
         return fairy
 
+    def checkpoint(self) -> None:
+        """Move SQLite's WAL into the database file now, on a pooled connection (PASSIVE: it never waits
+        for a writer; a busy database is left for the next call). Nothing to do elsewhere."""
+        if not self.sqlite:
+            return
+        conn = self.engine.raw_connection()
+        try:
+            conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except self.error:
+            pass
+        finally:
+            conn.close()
+
     def close(self) -> None:
-        """Give back the calling thread's connection (others go when the engine is disposed); stop checkpointing."""
-        self._stop.set()
-        if self._checkpointer is not None:
-            self._checkpointer.join(timeout=10)
-            self._checkpointer = None
+        """Give back the calling thread's connection (others go when the engine is disposed)."""
         fairy = getattr(self._held, "fairy", None)
         if fairy is not None:
             self._held.fairy = None
             fairy.close()
-
-
-def _checkpoints(engine: sa.Engine, stop: threading.Event, every_s: float) -> None:
-    """Move SQLite's WAL into the database file every `every_s` until `stop` (PASSIVE: never waits for a writer)."""
-    conn = engine.raw_connection()
-    try:
-        while not stop.wait(every_s):
-            try:
-                conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except engine.dialect.loaded_dbapi.Error:
-                pass   # locked or busy: the next round tries again
-        conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    except engine.dialect.loaded_dbapi.Error:
-        pass
-    finally:
-        conn.close()
 
 
 def insert_ignore(dialect: str, table: sa.Table, values: dict, keys: list[str]):

@@ -72,6 +72,8 @@ class Recorder:
         return chunk.rows
 
     def start(self) -> Recorder:
+        """Copy in a thread of its own, which also takes over SQLite's WAL checkpoints from the calls' commits."""
+        self.gateway_store.hot.autocheckpoint = False
         self._thread = threading.Thread(target=self._loop, name="costlab-gateway-recorder", daemon=True)
         self._thread.start()
         return self
@@ -79,6 +81,7 @@ class Recorder:
     def _loop(self) -> None:
         seen, last = self.gateway_store.rows_written, time.monotonic()
         while not self._stop.wait(min(POLL_S, self.flush_s)):
+            self.gateway_store.hot.checkpoint()
             written = self.gateway_store.rows_written
             if written - seen < self.flush_rows and time.monotonic() - last < self.flush_s:
                 continue
