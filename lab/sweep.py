@@ -378,7 +378,7 @@ def summarize(runs: pd.DataFrame, metrics: Iterable[str] | None = None, level: f
     `metrics` keeps only these summary fields (a name or a prefix such as `by_stage.cache`).
     With one seed the interval is NaN: it cannot be told from one run.
     """
-    # lab.analysis.stats loads scipy.stats (about 1 s), and `import lab` imports this module
+    # lab.analysis loads pandas and lab.analysis.stats scipy.stats (about 1 s); `import lab` imports this module
     from lab.analysis.stats import mean_ci
 
     grid = list(runs.attrs.get("grid", []))

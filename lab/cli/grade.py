@@ -4,8 +4,9 @@ Grading exits 0 whenever grading itself worked, whatever the score (a hostile no
 scores 0 with a reason); 1 if the grader could not score a notebook; 2 for a user error
 (unknown challenge, missing private seeds, bad URL).
 
-`lab.grading` needs the `grading` extra (papermill, nbformat, SQLAlchemy), so each command
-imports it when it runs: `costlab --help` and the other commands work without it.
+`lab.grading` imports without the `grading` extra (papermill and nbformat load only when a
+notebook is run or read), so this module imports it at the top; each command first checks the
+extra is there and says which to install.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from pathlib import Path
 from lab.cli.table import print_table
 from lab.errors import ConfigError
 from lab.fmt import plain_text
+from lab.grading._papermill import skip_iri_format_check
+from lab.grading.batch import grade_all
+from lab.grading.challenge import challenges_root, list_challenges, load_challenge
+from lab.grading.grader import grade
+from lab.grading.private import PrivateDir
+from lab.grading.sandbox import Limits
+from lab.grading.store import Leaderboard
 
 ISOLATION_CHOICES = ("auto", "namespaces", "user-namespaces", "process")
 GRADING_EXTRA = ("papermill", "nbformat", "sqlalchemy")
@@ -32,8 +40,6 @@ def _require_grading_extra() -> None:
 
 
 def _limits(args):
-    from lab.grading.sandbox import Limits  # the grading extra (see the module docstring)
-
     return Limits(timeout_s=args.timeout_s, memory_mb=args.memory_mb, max_processes=args.max_processes,
                   cpus=args.cpus)
 
@@ -69,10 +75,7 @@ def _print_result(r: dict, out=None) -> None:
 
 def cmd_grade(args) -> int:
     _require_grading_extra()
-    from lab.grading._papermill import skip_iri_format_check  # the grading extra (see the module docstring)
-
-    skip_iri_format_check()                  # ~2 s of imports this command never needs
-    from lab.grading.grader import grade  # after the line above: it must run before nbformat loads
+    skip_iri_format_check()                  # before nbformat first loads: ~2 s of imports never needed
 
     submission = Path(args.submission)
     if not submission.is_file():
@@ -90,10 +93,7 @@ def cmd_grade(args) -> int:
 
 def cmd_grade_all(args) -> int:
     _require_grading_extra()
-    from lab.grading._papermill import skip_iri_format_check  # the grading extra (see the module docstring)
-
     skip_iri_format_check()
-    from lab.grading.batch import grade_all  # after the line above: it must run before nbformat loads
 
     results = grade_all(args.folder, args.challenge, out=args.out, workers=args.workers, **_grader_kwargs(args))
     if not results:
@@ -110,9 +110,6 @@ def cmd_grade_all(args) -> int:
 
 
 def _store(args):
-    from lab.grading.private import PrivateDir  # the grading extra (see the module docstring)
-    from lab.grading.store import Leaderboard  # the grading extra
-
     return Leaderboard(args.db or PrivateDir.locate(args.private_dir).default_db_url)
 
 
@@ -127,8 +124,6 @@ def cmd_leaderboard(args) -> int:
             raise ConfigError("give a challenge id (or --student NAME for one student's progress)")
         view = store.view(args.challenge, private=args.private)
         if view.frame.empty:
-            from lab.grading.challenge import load_challenge  # the grading extra (see the module docstring)
-
             load_challenge(args.challenge)   # a typo is an unknown challenge (exit 2), not "no submissions yet"
         frame = view.frame
         title = f"{args.challenge} · {view.kind} leaderboard"
@@ -156,7 +151,6 @@ def cmd_leaderboard(args) -> int:
 
 def cmd_challenges(args) -> int:
     _require_grading_extra()
-    from lab.grading.challenge import list_challenges  # the grading extra (see the module docstring)
 
     chs = list_challenges(args.root)
     if args.json:
@@ -170,9 +164,6 @@ def cmd_challenges(args) -> int:
 
 def cmd_class_init(args) -> int:
     _require_grading_extra()
-    from lab.grading.challenge import challenges_root, list_challenges  # the grading extra (module docstring)
-    from lab.grading.private import PrivateDir  # the grading extra
-    from lab.grading.store import Leaderboard  # the grading extra
 
     private = PrivateDir.locate(args.private_dir)
     private.ensure_outside(challenges_root().parent)
