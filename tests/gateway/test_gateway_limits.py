@@ -32,6 +32,28 @@ def _worst_usd(messages) -> float:
                              output_tokens=MAX_TOKENS)
 
 
+#: each learner's daily cap, in worst cases of the storm's dearest call: 16 of their 20 calls fit
+CAP_IN_CALLS = 16.5
+
+
+def _dearest_usd() -> float:
+    """The worst case of the storm's dearest call (what a hold takes at most)."""
+    return max(_worst_usd(_messages(i, k)) for i in range(LEARNERS) for k in range(PER_LEARNER))
+
+
+def _learners(store, cap_usd: float) -> list[str]:
+    """The storm's learners, each with daily cap `cap_usd`; their tokens."""
+    return [store.add_learner(f"learner{i:02d}", daily_usd=cap_usd) for i in range(LEARNERS)]
+
+
+def _learner_spend(rows, cap_usd: float):
+    """Each learner's billed spend, checked: never past the cap, at least 95 % of it used."""
+    spent = rows.groupby("learner").cost_usd.sum()
+    assert (spent <= cap_usd + 1e-12).all(), spent.max() / cap_usd
+    assert (spent >= 0.95 * cap_usd).all(), spent.min() / cap_usd
+    return spent
+
+
 async def _storm(urls, tokens: list[str]) -> collections.Counter:
     """Every learner's 20 calls, interleaved, at most 100 in flight, spread over the gateways in `urls`."""
     urls = [urls] if isinstance(urls, str) else list(urls)
@@ -66,17 +88,13 @@ def _check_no_row_lost_or_doubled(fake, gw, statuses):
 
 @pytest.mark.timeout(300)
 def test_learner_caps_hold_under_1000_concurrent_requests(fake, gateway):
-    dearest = max(_worst_usd(_messages(i, k)) for i in range(LEARNERS) for k in range(PER_LEARNER))
-    cap_usd = 16.5 * dearest
+    cap_usd = CAP_IN_CALLS * _dearest_usd()
     url, gw = gateway()
-    tokens = [gw.store.add_learner(f"learner{i:02d}", daily_usd=cap_usd) for i in range(LEARNERS)]
-    statuses = asyncio.run(_storm(url, tokens))
+    statuses = asyncio.run(_storm(url, _learners(gw.store, cap_usd)))
     rows = _check_no_row_lost_or_doubled(fake, gw, statuses)
-    spent = rows.groupby("learner").cost_usd.sum()
+    spent = _learner_spend(rows, cap_usd)
     served = rows[rows.outcome == "ok"].groupby("learner").size()
     assert len(spent) == LEARNERS
-    assert (spent <= cap_usd + 1e-12).all(), spent.max() / cap_usd
-    assert (spent >= 0.95 * cap_usd).all(), spent.min() / cap_usd
     assert (served < PER_LEARNER).all()           # the cap bound every learner
     print(f"\nlearner caps: {statuses[200]} served, {statuses[429]} refused; spend/cap min "
           f"{spent.min() / cap_usd:.4f} max {spent.max() / cap_usd:.4f}")
@@ -84,11 +102,10 @@ def test_learner_caps_hold_under_1000_concurrent_requests(fake, gateway):
 
 @pytest.mark.timeout(300)
 def test_class_cap_holds_under_1000_concurrent_requests(fake, gateway):
-    dearest = max(_worst_usd(_messages(i, k)) for i in range(LEARNERS) for k in range(PER_LEARNER))
+    dearest = _dearest_usd()
     class_cap_usd = 500 * dearest                 # half of what the learners would spend
     url, gw = gateway(**{"class": {"daily_usd": class_cap_usd}})
-    tokens = [gw.store.add_learner(f"learner{i:02d}", daily_usd=16.5 * dearest) for i in range(LEARNERS)]
-    statuses = asyncio.run(_storm(url, tokens))
+    statuses = asyncio.run(_storm(url, _learners(gw.store, CAP_IN_CALLS * dearest)))
     rows = _check_no_row_lost_or_doubled(fake, gw, statuses)
     total = rows.cost_usd.sum()
     assert 0.95 * class_cap_usd <= total <= class_cap_usd + 1e-12, total / class_cap_usd

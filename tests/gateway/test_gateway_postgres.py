@@ -19,12 +19,12 @@ import httpx
 import pytest
 from conftest import FAKE_KEY, KEY_ENV
 from test_gateway_limits import (
-    LEARNERS,
-    PER_LEARNER,
+    CAP_IN_CALLS,
     _check_no_row_lost_or_doubled,
-    _messages,
+    _dearest_usd,
+    _learner_spend,
+    _learners,
     _storm,
-    _worst_usd,
 )
 
 from lab.gateway.store import GatewayStore
@@ -58,9 +58,8 @@ def _address(proc: subprocess.Popen, log) -> str:
 def test_two_gateway_processes_share_the_caps(fake, tmp_path, root):
     _wipe(URL)
     store = GatewayStore(URL)
-    dearest = max(_worst_usd(_messages(i, k)) for i in range(LEARNERS) for k in range(PER_LEARNER))
-    cap_usd = 16.5 * dearest
-    tokens = [store.add_learner(f"learner{i:02d}", daily_usd=cap_usd) for i in range(LEARNERS)]
+    cap_usd = CAP_IN_CALLS * _dearest_usd()      # as in test_gateway_limits: 16 of 20 calls fit
+    tokens = _learners(store, cap_usd)
     env = {**os.environ, KEY_ENV: FAKE_KEY, "PYTHONPATH": str(root)}
     procs, urls = [], []
     try:
@@ -84,8 +83,7 @@ def test_two_gateway_processes_share_the_caps(fake, tmp_path, root):
             proc.terminate()
             proc.wait(10)
     rows = _check_no_row_lost_or_doubled(fake, types.SimpleNamespace(store=store), statuses)
-    spent = rows.groupby("learner").cost_usd.sum()
-    assert (spent <= cap_usd + 1e-12).all() and (spent >= 0.95 * cap_usd).all()
+    spent = _learner_spend(rows, cap_usd)
     assert set(rows.endpoint) == {"/openai/v1/chat/completions"}
     print(f"\ntwo processes, one PostgreSQL: {statuses[200]} served, {statuses[429]} refused; spend/cap min "
           f"{spent.min() / cap_usd:.4f} max {spent.max() / cap_usd:.4f}")

@@ -20,12 +20,12 @@ import httpx
 import pytest
 from conftest import FAKE_KEY, KEY_ENV
 from test_gateway_limits import (
-    LEARNERS,
-    PER_LEARNER,
+    CAP_IN_CALLS,
     _check_no_row_lost_or_doubled,
-    _messages,
+    _dearest_usd,
+    _learner_spend,
+    _learners,
     _storm,
-    _worst_usd,
 )
 from test_gateway_postgres import _address
 
@@ -54,9 +54,8 @@ def _alive(pid: int) -> bool:
 def test_two_workers_on_one_address_hold_every_cap(fake, tmp_path, root):
     db = str(tmp_path / "class.db")
     store = GatewayStore(db)
-    dearest = max(_worst_usd(_messages(i, k)) for i in range(LEARNERS) for k in range(PER_LEARNER))
-    cap_usd = 16.5 * dearest              # as in test_gateway_limits: 16 of 20 calls fit, the rest are refused
-    tokens = [store.add_learner(f"learner{i:02d}", daily_usd=cap_usd) for i in range(LEARNERS)]
+    cap_usd = CAP_IN_CALLS * _dearest_usd()      # as in test_gateway_limits: 16 of 20 calls fit
+    tokens = _learners(store, cap_usd)
     config = tmp_path / "gateway.toml"
     config.write_text(f'[gateway]\nport = 0\nstore = "{db}"\nworkers = 2\n[[upstreams]]\nprovider = "openai"\n'
                       f'base_url = "{fake.base_url("openai")}"\nkey_env = "{KEY_ENV}"\n')
@@ -82,8 +81,7 @@ def test_two_workers_on_one_address_hold_every_cap(fake, tmp_path, root):
     assert code == 0, log.read_text()[-4000:]
     assert not any(_alive(pid) for pid in workers), "a worker outlived the gateway"
     rows = _check_no_row_lost_or_doubled(fake, types.SimpleNamespace(store=store), statuses)
-    spent = rows.groupby("learner").cost_usd.sum()
-    assert (spent <= cap_usd + 1e-12).all() and (spent >= 0.95 * cap_usd).all()
+    spent = _learner_spend(rows, cap_usd)
     runs = lab.store.use(db).runs(experiment="gateway")
     assert list(runs.status) == ["complete"] and int(runs.requests.iloc[0]) == len(rows)
     back = lab.store.use(db).load(int(runs.run_id.iloc[0]))

@@ -84,6 +84,12 @@ class RawServer:
             writer.close()
 
 
+async def never_answers(reader, writer) -> None:
+    """A server handler that reads the request and then says nothing until the client hangs up."""
+    await read_request(reader)
+    await reader.read()
+
+
 async def get(transport, url: str, timeout: httpx.Timeout = TIMEOUT) -> tuple[httpx.Response, bytes]:
     """A GET read to its end and closed: the answer and its body."""
     r = await send(transport, "GET", url, headers={}, timeout=timeout)
@@ -222,10 +228,6 @@ def test_fifty_concurrent_requests_share_four_connections():
 
 
 def test_pool_timeout_while_every_connection_stays_busy():
-    async def never_answers(reader, writer):
-        await read_request(reader)
-        await reader.read()                       # silent until the client hangs up
-
     async def main():
         async with RawServer(never_answers) as server:
             t = PooledTransport(1)
@@ -411,12 +413,8 @@ def test_other_schemes_are_unsupported():
 # -- timeouts and cancellation ---------------------------------------------------------------
 
 def test_server_that_never_answers_is_a_read_timeout_within_the_read_timeout():
-    async def silent(reader, writer):
-        await read_request(reader)
-        await reader.read()                       # silent until the client hangs up
-
     async def main():
-        async with RawServer(silent) as server:
+        async with RawServer(never_answers) as server:
             t = PooledTransport(1)
             started = time.monotonic()
             with pytest.raises(httpx.ReadTimeout):
