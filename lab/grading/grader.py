@@ -45,7 +45,7 @@ from lab.grading.evaluate import evaluate
 from lab.grading.learners import normalize_learner
 from lab.grading.policy_schema import MAX_POLICY_BYTES, PolicyError, no_policy_message, parse_policy_bytes
 from lab.grading.private import PrivateDir
-from lab.grading.sandbox import SETUP_FAILED, Limits, covers, run_isolated
+from lab.grading.sandbox import Limits, covers, run_isolated
 from lab.grading.store import Leaderboard, Submission, SubmissionLimitReached
 
 KERNEL_NAME = "costlab-grader"
@@ -330,7 +330,7 @@ class Grader:
                                           .decode("utf-8"), as_version=4)
             except Exception:  # noqa: BLE001 - missing, planted or unreadable: we fall back to the input
                 executed = None
-            if run.returncode == SETUP_FAILED and run.mode != "process":
+            if run.setup_failed:
                 # the grader's failure, not the notebook's: nothing ran, nothing is recorded, no daily slot used
                 result.status = "error"
                 last = (run.stderr.strip().splitlines() or ["no message"])[-1]

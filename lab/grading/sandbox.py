@@ -91,6 +91,12 @@ class SandboxRun:
     stderr: str = ""
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def setup_failed(self) -> bool:
+        """The sandbox could not be set up (fail closed): the command never ran. An unisolated run
+        has no set-up step, so there its exit status is the command's own."""
+        return self.returncode == SETUP_FAILED and self.mode != "process"
+
 
 def describe(mode: str, hidden: list[str], cgroup: str) -> dict:
     """What a mode isolates, for the grade result and the docs."""
@@ -231,11 +237,12 @@ def run_isolated(argv: list[str], *, scratch: Path, logs: Path, env: dict, limit
             cgroup.remove()
     if leftovers:
         notes.append(f"killed {leftovers} leftover process(es)")
-    if proc.returncode == SETUP_FAILED and mode != "process":
-        notes.append("the sandbox could not be set up (see stderr): the notebook did not run")
     described = describe(mode, hidden, cgroup.describe() if cgroup else f"NONE: {why}; limits are per process")
-    return SandboxRun(returncode=proc.returncode, timed_out=timed_out, seconds=time.perf_counter() - start,
-                      mode=mode, isolation=described, stdout=_tail(out_path), stderr=_tail(err_path), notes=notes)
+    run = SandboxRun(returncode=proc.returncode, timed_out=timed_out, seconds=time.perf_counter() - start,
+                     mode=mode, isolation=described, stdout=_tail(out_path), stderr=_tail(err_path), notes=notes)
+    if run.setup_failed:
+        notes.append("the sandbox could not be set up (see stderr): the notebook did not run")
+    return run
 
 
 def _killpg(pgid: int) -> None:

@@ -62,14 +62,17 @@ def reply_text(model: str, prompt_text: str) -> str:
     return deterministic_text(f"reply\x00{model}\x00{prompt_text}", n)
 
 
-def cut_to_tokens(text: str, n_tokens: int, model: str) -> str:
-    """A reply cut to at most `n_tokens` of `model`'s tokens, at a word: as a real API never bills more
-    output than max_tokens. Its words are mostly one token each, so the cut is by words, then a word
-    less while the count (tiktoken's, as billed) is over."""
+def cut_to_tokens(text: str, n_tokens: int, model: str) -> tuple[str, int]:
+    """A reply cut to at most `n_tokens` of `model`'s tokens, at a word, and its token count (tiktoken's,
+    as billed): as a real API never bills more output than max_tokens. Its words are mostly one token
+    each, so the cut is by words, then a word less while the count is over."""
     words = text.split(" ")[:max(n_tokens, 0)]
-    while words and count_tokens(" ".join(words), model) > n_tokens:
+    while True:
+        cut = " ".join(words)
+        count = count_tokens(cut, model)
+        if count <= n_tokens or not words:
+            return cut, count
         words.pop()
-    return " ".join(words)
 
 
 # --------------------------------------------------------------------------- scripted errors
@@ -270,8 +273,7 @@ class OpenAIWire:
                                             rules, time.monotonic())
         cached = min(cached, prompt_tokens)
         full = reply_text(model, prompt_text)
-        text = cut_to_tokens(full, max_tokens, model)
-        out = count_tokens(text, model)
+        text, out = cut_to_tokens(full, max_tokens, model)
         response = {
             "id": f"chatcmpl-fake{_stable_int(prompt_text, str(server.calls_total())) % 10**12}",
             "object": "chat.completion", "created": int(time.time()), "model": model,
@@ -392,8 +394,7 @@ class AnthropicWire:
         created = written["5m"] + written["1h"]
         prompt_text = prefix_text
         full = reply_text(model, prompt_text)
-        text = cut_to_tokens(full, max_tokens, model)
-        out = count_tokens(text, model)
+        text, out = cut_to_tokens(full, max_tokens, model)
         response = {
             "id": f"msg_fake{_stable_int(prompt_text, str(server.calls_total())) % 10**12}",
             "type": "message", "role": "assistant", "model": model,
@@ -453,8 +454,7 @@ class GeminiWire:
         thoughts = min(int(budget), REPLY_MIN_TOKENS + _stable_int("thoughts", model, prompt_text) % 200,
                        max_tokens - 1) if budget and budget > 0 else 0
         full = reply_text(model, prompt_text)
-        text = cut_to_tokens(full, max_tokens - thoughts, model)
-        out = count_tokens(text, model)
+        text, out = cut_to_tokens(full, max_tokens - thoughts, model)
         usage = {"promptTokenCount": prompt_tokens, "candidatesTokenCount": out,
                  "totalTokenCount": prompt_tokens + out + thoughts,
                  "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}]}
