@@ -29,13 +29,9 @@ class Answer:
     usage: dict
 
 
-def request_key(provider: str, path: str, body: dict, learner: str | None) -> str:
-    """Identical requests share a key: same endpoint, same body, same learner (None when shared)."""
-    return request_keys(provider, path, body, (learner,))[0]
-
-
 def request_keys(provider: str, path: str, body: dict, learners: tuple[str | None, ...]) -> list[str]:
-    """`request_key` for each of `learners`, the body made canonical once."""
+    """A key for each of `learners` (None: shared); identical requests share a key: same endpoint,
+    same body, same learner. The body is made canonical once."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return [hashlib.sha256("\x00".join((provider, path, learner or "", canonical)).encode()).hexdigest()
             for learner in learners]
