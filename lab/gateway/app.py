@@ -231,7 +231,7 @@ class Gateway:
             message = scrub(str(exc.message if isinstance(exc, Refusal) else exc), self.secrets)
             if learner is not None:
                 self._finish(row, t0, 0.0)
-                self.store.record(row)
+                await self.store.arecord(row)
             self.metrics.requests.labels(wire.provider, row["outcome"]).inc()
             return JSONResponse(wire.error(status, message), status_code=status,
                                 headers={**headers, "x-costlab-cost-usd": "0", "x-costlab-cache": "off",
@@ -257,7 +257,7 @@ class Gateway:
             self.metrics.cache.labels("hit" if hit else "miss").inc()
             if hit is not None:
                 row.update(cache=1, outcome="cache_hit")
-                return self._answer_again(hit, row, t0, "hit")
+                return await self._answer_again(hit, row, t0, "hit")
         leader = True
         if self.dedup is not None:
             future = self.dedup.join(key)
@@ -268,7 +268,7 @@ class Gateway:
                 if answer is not None and answer.status == 200:
                     self.metrics.cache.labels("coalesced").inc()
                     row.update(dedup=1, outcome="deduplicated")
-                    return self._answer_again(answer, row, t0, "coalesced", waited_s)
+                    return await self._answer_again(answer, row, t0, "coalesced", waited_s)
                 leader = False   # the leader failed: this request tries for itself
         try:
             return await self._call(request, wire, path, body, model, learner, row, t0, key, stream)
@@ -276,14 +276,14 @@ class Gateway:
             if self.dedup is not None and leader:
                 self.dedup.done(key, row.get("_answer"))
 
-    def _answer_again(self, answer: Answer, row: dict, t0: float, cache: str, waited_s: float = 0.0) -> Response:
+    async def _answer_again(self, answer: Answer, row: dict, t0: float, cache: str, waited_s: float = 0.0) -> Response:
         """A cache hit or a coalesced follower: the leader's bytes, billed nothing, its cost as the baseline."""
         u = answer.usage
         row.update(status=200, input_tokens=u.get("input_tokens", 0), output_tokens=u.get("output_tokens", 0),
                    cached_input_tokens=u.get("cached_input_tokens", 0), baseline_cost_usd=answer.cost_usd,
                    queue_ms=waited_s * 1000.0)
         overhead_ms = self._finish(row, t0, waited_s * 1000.0)
-        self.store.record(row)
+        await self.store.arecord(row)
         self._count(row)
         return Response(answer.body, status_code=answer.status, media_type=answer.content_type,
                         headers={"x-costlab-cost-usd": "0", "x-costlab-cache": cache,
@@ -302,7 +302,7 @@ class Gateway:
             row["queue_ms"], row["rate_limit"] = wait_s * 1000.0, int(wait_s > 0)
         limits = self.limits(learner)
         try:
-            self.store.reserve(limits, worst_usd)
+            await self.store.areserve(limits, worst_usd)
         except Refused as exc:
             row["budget"] = int(exc.limit.scope.startswith("budget"))
             raise Refusal(429, str(exc), NO_RETRY) from None
@@ -324,7 +324,7 @@ class Gateway:
                                              f"{upstream.status_code}: {_error_message(text)}"))
             row.update(status=upstream.status_code, outcome="error")
             self._finish(row, t0, row["queue_ms"] + row["service_ms"])
-            self.store.release(limits, worst_usd, row)
+            await self.store.arelease(limits, worst_usd, row)
             self._count(row)
             headers = {h: upstream.headers[h] for h in ("retry-after", "content-type") if h in upstream.headers}
             return Response(text, status_code=upstream.status_code, headers={
@@ -350,19 +350,22 @@ class Gateway:
                 content_type = "text/event-stream"
                 data = stream_body(wire.provider, answer, {"stream_options": {"include_usage": True}})
                 data += self._cost_trailer(wire, cost_usd)
-        answer = self._settle(wire, limits, worst_usd, cost_usd, usage, row, t0, key, data, content_type)
+        answer = await self._settle(wire, limits, worst_usd, cost_usd, usage, row, t0, key, data, content_type)
         return Response(data, status_code=200, media_type=content_type, headers={
             **fallback, "x-costlab-cost-usd": f"{cost_usd:.8f}", "x-costlab-cache": "miss" if self.cache else "off",
             "x-costlab-overhead-ms": f"{row['overhead_ms']:.3f}", "x-costlab-request-id": row["request_id"],
             **({"x-costlab-saved-usd": "0"} if answer else {})})
 
-    def _settle(self, wire, limits, worst_usd, cost_usd, usage, row, t0, key, data, content_type) -> Answer:
+    async def _settle(self, wire, limits, worst_usd, cost_usd, usage, row, t0, key, data, content_type) -> Answer:
+        """Bill the call, write its row and keep its answer for the cache (settled even if cancelled meanwhile:
+        `row["_settled"]` is set once the store has it, as a stream's clean-up checks)."""
         u = usage.as_dict() if usage is not None else {}
         row.update(status=200, outcome="ok", cost_usd=cost_usd, baseline_cost_usd=self._baseline_usd(row, u, cost_usd),
                    input_tokens=u.get("input_tokens", 0), cached_input_tokens=u.get("cached_input_tokens", 0),
                    cache_write_tokens=u.get("cache_write_tokens", 0), output_tokens=u.get("output_tokens", 0))
         self._finish(row, t0, row["queue_ms"] + row["service_ms"])
-        self.store.settle(limits, worst_usd, cost_usd, row)
+        row["_settled"] = True          # asettle lands (or raises a database error), cancelled or not
+        await self.store.asettle(limits, worst_usd, cost_usd, row)
         self._count(row)
         answer = Answer(200, content_type, data, cost_usd, u)
         if self.cache is not None:
@@ -376,7 +379,7 @@ class Gateway:
         pre_overhead_ms = (time.perf_counter() - t0) * 1000.0 - (time.perf_counter() - sent) * 1000.0
 
         async def events():
-            chunks, settled = [], False
+            chunks = []
             try:
                 # each chunk goes on when the next arrives: the last one waits for the settlement, since
                 # an SDK hangs up at the stream's end and the usage must be billed before that
@@ -392,13 +395,12 @@ class Gateway:
                 except (CostlabError, ValueError, TypeError, AttributeError):
                     usage, cost_usd = None, worst_usd
                 trailer = self._cost_trailer(wire, cost_usd)
-                self._settle(wire, limits, worst_usd, cost_usd, usage, row, t0, key, data + trailer,
-                             "text/event-stream")
-                settled = True
+                await self._settle(wire, limits, worst_usd, cost_usd, usage, row, t0, key, data + trailer,
+                                   "text/event-stream")
                 yield (chunks[-1] if chunks else b"") + trailer
             finally:
                 await upstream.aclose()
-                if not settled:   # the client went away mid-stream: bill the worst case, the usage never came
+                if not row.get("_settled"):   # the client went away mid-stream: bill the worst case, the usage never came
                     row.update(status=499, outcome="error", cost_usd=worst_usd, baseline_cost_usd=worst_usd)
                     self._finish(row, t0, (time.perf_counter() - sent) * 1000.0)
                     self.store.settle(limits, worst_usd, worst_usd, row)
@@ -414,7 +416,7 @@ class Gateway:
         try:
             return await upstream.aread()
         except httpx.HTTPError as exc:
-            self.store.release(limits, worst_usd)
+            await self.store.arelease(limits, worst_usd)
             raise Refusal(502, f"the {leg.wire.provider} upstream broke off its answer ({type(exc).__name__})",
                           outcome="error") from None
         except BaseException:

@@ -79,13 +79,13 @@ class Recorder:
         return self
 
     def _loop(self) -> None:
-        seen, last = self.gateway_store.rows_written, time.monotonic()
+        last = time.monotonic()
         while not self._stop.wait(min(POLL_S, self.flush_s)):
             self.gateway_store.hot.checkpoint()
-            written = self.gateway_store.rows_written
-            if written - seen < self.flush_rows and time.monotonic() - last < self.flush_s:
+            if (time.monotonic() - last < self.flush_s
+                    and self.gateway_store.unclaimed(self.flush_rows) < self.flush_rows):
                 continue
-            seen, last = written, time.monotonic()
+            last = time.monotonic()
             self._flush_logged()
 
     def _flush_logged(self) -> None:

@@ -14,7 +14,8 @@ import time
 from lab.errors import ConfigError
 from lab.gateway.app import Gateway
 from lab.gateway.config import GatewayConfig
-from lab.gateway.recorder import Recorder
+from lab.gateway.recorder import POLL_S, Recorder
+from lab.gateway.store import GatewayStore
 
 BACKLOG = 2048
 
@@ -48,43 +49,75 @@ def serve(config: GatewayConfig) -> None:
 
     With `workers = N` the listening socket is made here and N forked processes accept on it: one
     address, N cores. Caps, spend and the ledger are rows in the store, so they hold across the
-    processes; the response cache, dedup and rpm buckets are each process's own. Only the first
-    worker runs the recorder (it copies every process's rows, which are all in the store).
+    processes; the response cache, dedup and rpm buckets are each process's own. A keeper process
+    of its own (`_keep`) copies every process's rows into the recorded run and runs SQLite's WAL
+    checkpoints, so neither shares a serving process's GIL or lands in one of its commits.
     """
     gateway = Gateway(config)            # keys and store checked (and its tables made) before any fork
     sock = _listen(config.host, config.port)
     host, port = sock.getsockname()[:2]
+    recorder = Recorder.for_config(gateway.store, config)   # the run is opened now; the keeper re-opens it
+    recording = f"; recorded run {recorder.run_id} of experiment {config.experiment!r}" if recorder else ""
+    if recorder:
+        recorder.store.close()
+    gateway.store.close()                # no database connection crosses a fork
     workers = f"; {config.workers} worker processes" if config.workers > 1 else ""
-    if config.workers > 1:
-        gateway.store.close()           # no database connection crosses a fork
-        recording = f"; recorded in experiment {config.experiment!r}" if config.experiment else ""
-    else:
-        recorder = Recorder.for_config(gateway.store, config)
-        recording = f"; recorded run {recorder.run_id} of experiment {config.experiment!r}" if recorder else ""
     print(f"costlab gateway on http://{host}:{port}  (openai: /openai/v1, anthropic: /anthropic, "
           f"google: /google; /metrics, /healthz); store {_shown(config.store)}{recording}{workers}", flush=True)
-    if config.workers > 1:
-        _supervise([_fork(lambda i=i: _run(Gateway(config), config, sock, record=i == 0))
-                    for i in range(config.workers)])
-    else:
-        _run(gateway, config, sock, recorder=recorder)
+    keeper = _fork(lambda: _keep(config))
+    try:
+        if config.workers > 1:
+            _supervise([_fork(lambda: _run(Gateway(config), sock)) for _ in range(config.workers)])
+        else:
+            _run(gateway, sock)
+    finally:
+        _stop_keeper(keeper)
 
 
-def _run(gateway: Gateway, config: GatewayConfig, sock: socket.socket, *, record: bool = True,
-         recorder: Recorder | None = None) -> None:
-    """One process's server on `sock`, with its recorder (if it is the one that records)."""
-    if recorder is None and record:
-        recorder = Recorder.for_config(gateway.store, config)
-    if recorder:
-        recorder.start()
-    # uvicorn re-raises the SIGTERM it shut down on; as SystemExit the final flush below still runs
+def _run(gateway: Gateway, sock: socket.socket) -> None:
+    """One serving process on `sock`; its commits leave SQLite's WAL checkpoints to the keeper."""
+    gateway.store.hot.autocheckpoint = False
+    # uvicorn re-raises the SIGTERM it shut down on; as SystemExit the caller's `finally` still runs
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_signal)
+    _server(gateway, gateway.config.host, sock.getsockname()[1]).run(sockets=[sock])
+
+
+def _keep(config: GatewayConfig) -> None:
+    """The keeper process: the recorder's thread (copies, checkpoints) or, recording nothing, the checkpoints alone.
+
+    It stops on the SIGTERM `serve` sends once every serving process has settled its last call,
+    or when `serve` itself is gone; Ctrl-C reaches the whole process group, so it is ignored here.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    parent = os.getppid()
+    store = GatewayStore(config.store)
+    recorder = Recorder.for_config(store, config)
+    if recorder:
+        recorder.start()
     try:
-        _server(gateway, config.host, sock.getsockname()[1]).run(sockets=[sock])
+        while not stop.wait(POLL_S) and os.getppid() == parent:
+            if recorder is None:
+                store.hot.checkpoint()
     finally:
         if recorder:
             recorder.stop()
+        store.close()
+
+
+def _stop_keeper(pid: int) -> None:
+    """Ask the keeper for its last flush and wait for it (it was started before any worker, so it ends last)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                return
+            except InterruptedError:
+                continue
 
 
 def _fork(work) -> int:
@@ -132,6 +165,10 @@ def _supervise(children: list[int]) -> None:
         except ChildProcessError:
             break
         except InterruptedError:
+            continue
+        if pid not in left:      # the keeper, gone early: the rows wait in the store for the next start
+            print(f"costlab gateway: the keeper process {pid} ended; the ledger is copied on the next start",
+                  file=sys.stderr, flush=True)
             continue
         left.discard(pid)
         failed |= os.waitstatus_to_exitcode(status) != 0

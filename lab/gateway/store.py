@@ -154,7 +154,6 @@ class GatewayStore:
         self.engine = open_engine(url, "gateway store")
         self.postgres = self.engine.dialect.name == "postgresql"
         self.hot = RawTransactions(self.engine)
-        self.rows_written = 0          # ledger rows this process wrote (the recorder's cue to flush)
         self._rows_made: set[tuple[str, str]] = set()     # spend rows known to exist
         # token hash (or "hub:NAME") -> (read at, learner)
         self._tokens: dict[str, tuple[float, Learner | None]] = {}
@@ -253,16 +252,27 @@ class GatewayStore:
         locks (SQLite: the database's, at BEGIN IMMEDIATE), so no other process can hold between them.
         Plain SQL on a held DBAPI connection (`lab.db.RawTransactions`): this runs on every call.
         """
+        work = self._holding(limits, worst_usd)
+        with self.hot.begin() as cur:
+            work(cur)
+
+    async def areserve(self, limits: list[Limit], worst_usd: float) -> None:
+        """`reserve` from the event loop: waiting for SQLite's lock, the loop serves other calls; cancelled, nothing is held."""
+        await self.hot.run(self._holding(limits, worst_usd))
+
+    def _holding(self, limits: list[Limit], worst_usd: float):
         keys = self._ensure_rows(limits)
-        hot = self.hot
-        with hot.begin() as cur:
-            cur.execute(hot.sql(_RESERVE[len(keys)]), (worst_usd, *_flat(keys)))
+        sql, params = self.hot.sql(_RESERVE[len(keys)]), (worst_usd, *_flat(keys))
+
+        def work(cur) -> None:
+            cur.execute(sql, params)
             held = {(r[0], r[1]): r[2] + r[3] for r in cur.fetchall()}
             for limit in limits:
                 if limit.cap_usd is not None:
                     total = held[(limit.scope, limit.period)]
                     if total > limit.cap_usd + EPS_USD:
                         raise Refused(limit, worst_usd, limit.cap_usd - (total - worst_usd))   # rolls back
+        return work
 
     def _ensure_rows(self, limits: list[Limit]) -> list[tuple[str, str]]:
         """The limits' spend rows as keys, each made the first time this process meets it (rows are never deleted)."""
@@ -279,18 +289,11 @@ class GatewayStore:
 
     def settle(self, limits: list[Limit], worst_usd: float, cost_usd: float, row: dict | None) -> None:
         """Replace the hold by the billed cost and write the call's ledger row, in one transaction."""
-        keys = list(dict.fromkeys((x.scope, x.period) for x in limits))
-
-        hot = self.hot
+        work = self._settling(limits, worst_usd, cost_usd, row)
 
         def attempt() -> bool:
-            with hot.begin() as cur:
-                if keys:
-                    cur.execute(hot.sql(_SETTLE[len(keys)]), (worst_usd, cost_usd, *_flat(keys)))
-                if row is not None:
-                    cur.execute(hot.sql(_INSERT_ROW), tuple(row.get(c) for c in LEDGER_COLUMNS))
-            if row is not None:
-                self.rows_written += 1
+            with self.hot.begin() as cur:
+                work(cur)
             return True
 
         if row is None:
@@ -298,13 +301,39 @@ class GatewayStore:
         else:
             retrying(attempt, lambda: self._has_row(row["request_id"]), "gateway store: could not settle a call")
 
+    async def asettle(self, limits: list[Limit], worst_usd: float, cost_usd: float, row: dict | None) -> None:
+        """`settle` from the event loop (cancelled while it waits for SQLite's lock, it still settles).
+        A failed transaction goes to `settle`'s retries, unless its row shows it committed after all."""
+        try:
+            await self.hot.run(self._settling(limits, worst_usd, cost_usd, row), finish_on_cancel=True)
+        except sa.exc.DBAPIError:
+            if row is None or not self._has_row(row["request_id"]):
+                self.settle(limits, worst_usd, cost_usd, row)
+
+    def _settling(self, limits: list[Limit], worst_usd: float, cost_usd: float, row: dict | None):
+        keys = list(dict.fromkeys((x.scope, x.period) for x in limits))
+        hot = self.hot
+
+        def work(cur) -> None:
+            if keys:
+                cur.execute(hot.sql(_SETTLE[len(keys)]), (worst_usd, cost_usd, *_flat(keys)))
+            if row is not None:
+                cur.execute(hot.sql(_INSERT_ROW), tuple(row.get(c) for c in LEDGER_COLUMNS))
+        return work
+
     def release(self, limits: list[Limit], worst_usd: float, row: dict | None = None) -> None:
         """Give back a hold whose call failed (nothing was billed)."""
         self.settle(limits, worst_usd, 0.0, row)
 
+    async def arelease(self, limits: list[Limit], worst_usd: float, row: dict | None = None) -> None:
+        await self.asettle(limits, worst_usd, 0.0, row)
+
     def record(self, row: dict) -> None:
         """A ledger row for a call that held no spend (a cache hit, a refusal)."""
         self.settle([], 0.0, 0.0, row)
+
+    async def arecord(self, row: dict) -> None:
+        await self.asettle([], 0.0, 0.0, row)
 
     def spent(self, scope: str, period: str) -> tuple[float, float]:
         rows = self._query(sa.select(spend.c.spent_usd, spend.c.reserved_usd)
@@ -372,6 +401,13 @@ class GatewayStore:
                 return claimed
 
         return retrying(attempt, lambda: None, "gateway store: could not claim ledger rows")
+
+    def unclaimed(self, at_most: int) -> int:
+        """How many ledger rows no chunk has claimed yet, counted up to `at_most` (the recorder's cue to flush;
+        every gateway process on the database writes them)."""
+        g = gateway_ledger.c
+        inner = sa.select(g.request_id).where(g.chunk.is_(None)).limit(at_most).subquery()
+        return int(self._query(sa.select(sa.func.count()).select_from(inner))[0][0])
 
     def pending_chunks(self) -> list[Chunk]:
         """Chunks claimed but not yet known to be in the experiment store (a flush cut short), oldest first."""

@@ -72,14 +72,14 @@ def test_two_workers_on_one_address_hold_every_cap(fake, tmp_path, root):
             pids.add(httpx.get(f"{url}/healthz", timeout=30).json()["pid"])
             if len(pids) == 2:
                 break
-        workers = _children(proc.pid)
-        assert len(workers) == 2 and pids == workers, (pids, workers, log.read_text()[-2000:])
+        workers = _children(proc.pid)    # the two serving processes and the keeper (recorder, checkpoints)
+        assert len(workers) == 3 and len(pids) == 2 and pids < workers, (pids, workers, log.read_text()[-2000:])
         statuses = asyncio.run(_storm(url, tokens))
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
     assert code == 0, log.read_text()[-4000:]
-    assert not any(_alive(pid) for pid in workers), "a worker outlived the gateway"
+    assert not any(_alive(pid) for pid in workers), "a worker or the keeper outlived the gateway"
     rows = _check_no_row_lost_or_doubled(fake, types.SimpleNamespace(store=store), statuses)
     spent = _learner_spend(rows, cap_usd)
     runs = lab.store.use(db).runs(experiment="gateway")
