@@ -4,7 +4,7 @@ The caps, spend and ledger are rows in the store, so the 1,000-request storm of 
 must give the same guarantees through two processes as through one: no learner past their cap on
 billed cost, at least 95 % of each cap usable, no ledger row lost or doubled. Both workers must
 have answered (their pids, from /healthz over fresh connections), SIGTERM must stop every process,
-and the one recorder (the first worker's) must have copied every process's rows into the recorded run.
+and the keeper process (the one recorder) must have copied every process's rows into the recorded run.
 """
 
 from __future__ import annotations
