@@ -26,5 +26,15 @@ class GatewayMetrics:
         self.overhead = Histogram("costlab_gateway_overhead_seconds", "Time the gateway adds to a call",
                                   buckets=OVERHEAD_BUCKETS_S, registry=r)
 
+        self._children: dict[tuple, object] = {}
+
+    def child(self, metric, *values: str):
+        """`metric.labels(*values)`, remembered: `labels()` checks and locks on every call, and every call counts."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
     def text(self) -> bytes:
         return generate_latest(self.registry)

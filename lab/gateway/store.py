@@ -89,8 +89,18 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+_DAY: tuple = (None, "")     # the last UTC day asked for and its name (every call asks for today's)
+
+
 def today(now_s: float | None = None) -> str:
-    return datetime.fromtimestamp(time.time() if now_s is None else now_s, UTC).strftime("%Y-%m-%d")
+    """The UTC day of `now_s` (default: now) as YYYY-MM-DD, the period of the daily caps."""
+    global _DAY
+    t = time.time() if now_s is None else now_s
+    day, name = _DAY
+    if t // 86400.0 != day:
+        day, name = t // 86400.0, datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
+        _DAY = (day, name)
+    return name
 
 
 def resets_in(period: str, now_s: float | None = None) -> str:

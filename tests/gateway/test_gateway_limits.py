@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from datetime import UTC, datetime
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lab.gateway.store import today
 from lab.pricing import price_usage_exact
@@ -111,3 +114,12 @@ def test_class_cap_holds_under_1000_concurrent_requests(fake, gateway):
     assert 0.95 * class_cap_usd <= total <= class_cap_usd + 1e-12, total / class_cap_usd
     assert gw.store.spent("class", today())[0] == pytest.approx(total, rel=1e-9)
     print(f"\nclass cap: {statuses[200]} served, {statuses[429]} refused; spend/cap {total / class_cap_usd:.4f}")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=4.1e9, allow_nan=False), min_size=1, max_size=20))
+def test_today_names_the_utc_day_of_any_time_asked_in_any_order(times):
+    """`today` remembers the last day it named (every call asks for it); in any order of times, each
+    answer is still datetime's own UTC date of that time, the period a daily cap's spend row has."""
+    for t in times:
+        assert today(t) == datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
