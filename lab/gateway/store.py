@@ -313,11 +313,14 @@ class GatewayStore:
 
     async def asettle(self, limits: list[Limit], worst_usd: float, cost_usd: float, row: dict | None) -> None:
         """`settle` from the event loop (cancelled while it waits for SQLite's lock, it still settles).
-        A failed transaction goes to `settle`'s retries, unless its row shows it committed after all."""
+        A failed transaction with a row goes to `settle`'s retries, unless the row shows it committed
+        after all; one without a row is never retried (as in `settle`: nothing tells a lost commit)."""
         try:
             await self.hot.run(self._settling(limits, worst_usd, cost_usd, row), finish_on_cancel=True)
         except sa.exc.DBAPIError:
-            if row is None or not self._has_row(row["request_id"]):
+            if row is None:
+                raise
+            if not self._has_row(row["request_id"]):
                 self.settle(limits, worst_usd, cost_usd, row)
 
     def _settling(self, limits: list[Limit], worst_usd: float, cost_usd: float, row: dict | None):
