@@ -594,10 +594,7 @@ class Gateway:
         Starlette's router, its two middlewares and its per-route wrappers cost ~5 % of a call's CPU,
         for nothing a provider endpoint uses; an error there still ends as uvicorn's 500, as it did.
         """
-        async def chat(request: Request):
-            return await call(request, request.path_params["provider"], request.path_params["rest"])
-
-        async def call(request: Request, provider: str, rest: str):
+        async def chat(request: Request, provider: str, rest: str):
             wire = WIRES.get(provider)
             rest = "/" + rest
             if wire is None or not rest.startswith(wire.prefix[len(provider) + 1:]):
@@ -635,8 +632,8 @@ class Gateway:
             finally:
                 await self.shutdown()
 
-        routes = [Route("/healthz", healthz), Route("/metrics", metrics), Route("/costlab/usage", usage),
-                  Route("/{provider}/{rest:path}", chat, methods=["POST"])]
+        # POSTs to /{provider}/{rest} never reach these: `app` below sends them to `chat`
+        routes = [Route("/healthz", healthz), Route("/metrics", metrics), Route("/costlab/usage", usage)]
         if self.prefix:      # the same endpoints under the hub's service prefix, and at the root
             routes = [Mount(self.prefix, routes=list(routes)), *routes]
         starlette = Starlette(routes=routes, lifespan=lifespan)
@@ -647,9 +644,9 @@ class Gateway:
                 path = scope["path"]
                 if prefix and path.startswith(prefix):
                     path = path[len(prefix) - 1:]
-                provider, _, rest = path[1:].partition("/")
-                if rest:
-                    response = await call(Request(scope, receive), provider, rest)
+                provider, slash, rest = path[1:].partition("/")
+                if slash:            # /{provider}/{rest}: a provider's endpoint, or its 404 in JSON
+                    response = await chat(Request(scope, receive), provider, rest)
                     await response(scope, receive, send)
                     return
             await starlette(scope, receive, send)
