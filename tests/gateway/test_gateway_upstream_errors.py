@@ -18,8 +18,8 @@ from lab.gateway.store import today
 from lab.pricing import price_usage_exact
 
 
-def _breaking_upstream() -> tuple[socket.socket, int]:
-    """A server that answers every request with a head promising 1,000 bytes, sends 10 and hangs up."""
+def _raw_upstream(reply: bytes) -> tuple[socket.socket, int]:
+    """A server that reads each request and sends `reply`, byte for byte, then hangs up."""
     server = socket.create_server(("127.0.0.1", 0))
 
     def serve():
@@ -30,11 +30,16 @@ def _breaking_upstream() -> tuple[socket.socket, int]:
                 return
             with conn:
                 conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n"
-                             b'{"id": "x"')
+                conn.sendall(reply)
 
     threading.Thread(target=serve, daemon=True).start()
     return server, server.getsockname()[1]
+
+
+def _breaking_upstream() -> tuple[socket.socket, int]:
+    """A head promising 1,000 bytes, then 10 of them."""
+    return _raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+                         b'{"id": "x"')
 
 
 def test_an_answer_broken_off_mid_body_releases_its_hold(tmp_path, monkeypatch):
@@ -68,21 +73,8 @@ def _gzip_upstream() -> tuple[socket.socket, int]:
                                       "finish_reason": "stop"}],
                          "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}).encode()
     body = gzip.compress(answer)
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def serve():
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
-                             b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
-
-    threading.Thread(target=serve, daemon=True).start()
-    return server, server.getsockname()[1]
+    return _raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
+                         b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
 
 
 def test_a_gzipped_answer_is_decoded_priced_and_passed_on_plain(tmp_path, monkeypatch):
